@@ -1,0 +1,267 @@
+"""Typed, strict TOML configuration: every key is declared in a dataclass, unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from edgekit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+# --- the schema --------------------------------------------------------------------------------------------
+# Each section is a frozen dataclass; a field's type is the type the TOML value must have. Field metadata
+# "help" documents the key (shown by `edgekit run --print-config`).
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What `edgekit run` runs: the model, where frames come from, where results go."""
+
+    model: str = ""
+    source: str = ""
+    sinks: list[str] = field(default_factory=lambda: ["stdout"])
+    task: Literal["auto", "classify", "detect"] = "auto"
+    device: str = "cpu"
+    threads: int = 0
+    top_k: int = 3
+    threshold: float = 0.0
+    labels: str = ""
+    max_fps: float = 0.0
+    frames: int = 0
+    realtime: bool = False
+    only_changes: bool = False
+    stats_interval: float = 10.0
+    camera: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration file."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# --- loading -----------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate a config file, then apply command-line overrides.
+
+    Args:
+        path: the TOML file; None means defaults only.
+        overrides: dotted keys (``"run.threads"``) to values, applied after the file and validated the same way.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: the file is unreadable or not TOML, or a key is unknown or of the wrong type.
+    """
+    where = str(path) if path is not None else "command line"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return parse_section(Config, data, where)
+
+
+def parse_section(cls: type[T], data: Mapping[str, Any], where: str, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and values of the wrong type.
+
+    Args:
+        cls: a dataclass type whose fields are the allowed keys.
+        data: the mapping read from TOML.
+        where: the file name (or "command line"), first in every message.
+        prefix: the dotted key path of ``data`` inside the file.
+
+    Returns:
+        An instance of ``cls``.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: key '{prefix.rstrip('.')}' must be a table")
+    assert dataclasses.is_dataclass(cls)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}' (known keys here: {known})")
+    values = {key: _coerce(hints[key], value, where, f"{prefix}{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return parse_section(tp, value, where, f"{key}.")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{where}: key '{key}' must be one of {choices}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and len(options) < len(get_args(tp)):
+            return None
+        errors = []
+        for option in options:
+            try:
+                return _coerce(option, value, where, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is list:
+        (item_type,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: key '{key}' must be a list, got {_describe(value)}")
+        return [_coerce(item_type, item, where, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        _, item_type = get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: key '{key}' must be a table, got {_describe(value)}")
+        return {str(k): _coerce(item_type, v, where, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: key '{key}' must be true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: key '{key}' must be an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: key '{key}' must be a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: key '{key}' must be a string, got {_describe(value)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: key '{key}' must be a path string, got {_describe(value)}")
+        return Path(value)
+    raise TypeError(f"config schema uses unsupported type {tp!r} for {key}")  # a bug in the schema, not input
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The effective configuration as plain data (what ``--print-config`` shows)."""
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def dump_toml(data: Mapping[str, Any]) -> str:
+    """Render plain config data as TOML (tables for sections, inline values otherwise)."""
+    lines: list[str] = []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
+    tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
+    for key, value in scalars.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables.items():
+        _dump_table(lines, name, table)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _dump_table(lines: list[str], name: str, table: Mapping[str, Any]) -> None:
+    lines.append("")
+    lines.append(f"[{name}]")
+    nested = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            nested[key] = value
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in nested.items():
+        _dump_table(lines, f"{name}.{key}", value)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        return '""'
+    raise TypeError(f"cannot render {value!r} as TOML")
+
+
+# --- secrets -----------------------------------------------------------------------------------------------
+
+
+def read_secret(name: str, file: str | Path | None = None, what: str = "secret") -> str | None:
+    """Read a secret from systemd's credentials directory or from a file; never from argv or the environment.
+
+    Args:
+        name: the credential name (``LoadCredential=NAME:...`` in the unit), looked up in $CREDENTIALS_DIRECTORY.
+        file: a file named in the config, used when the credential is not there.
+        what: how to call the secret in error messages (never its value).
+
+    Returns:
+        The secret without its trailing newline, or None when neither place has one.
+    """
+    candidates: list[Path] = []
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        candidates.append(Path(cred_dir) / name)
+    if file:
+        candidates.append(Path(file))
+    for candidate in candidates:
+        try:
+            return candidate.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            if candidate == Path(file or ""):
+                raise ConfigError(f"{candidate}: {what} file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{candidate}: cannot read {what} file ({exc.strerror})") from None
+    return None

@@ -1,0 +1,1 @@
+"""Device side: frames -> interpreter -> results. Never imports TensorFlow."""

@@ -1,0 +1,1 @@
+"""Result sinks: stdout, files, MQTT."""

@@ -1,0 +1,1 @@
+"""What a converted model is, shared by both halves: manifest, preprocessing, .tflite reading, Edge TPU rules."""

@@ -1,0 +1,178 @@
+"""The manifest (`edgekit.json`): the contract between `edgekit convert` and `edgekit run`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgekit.errors import ModelError
+
+MANIFEST_NAME = "edgekit.json"
+FORMAT = "edgekit-model"
+VERSION = 1
+
+Task = Literal["classify", "detect"]
+ResizePolicy = Literal["stretch", "center_crop", "letterbox"]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization of one tensor: real = scale * (q - zero_point)."""
+
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image tensor the device fills: NHWC, RGB, uint8 unless the model says int8."""
+
+    height: int
+    width: int
+    channels: int = 3
+    dtype: Literal["uint8", "int8", "float32"] = "uint8"
+    layout: Literal["NHWC"] = "NHWC"
+    color: Literal["RGB"] = "RGB"
+    quantization: Quantization = field(default_factory=Quantization)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a frame becomes the input tensor.
+
+    ``policy`` and ``crop_fraction`` are applied on the device (and were applied to calibration images by the
+    very same function, `edgekit.model.preprocess.prepare`). ``mean``/``std`` are in 0..255 pixel units; when
+    ``baked`` is true the converted graph already applies them, so the device feeds raw pixels.
+    """
+
+    policy: ResizePolicy = "stretch"
+    crop_fraction: float = 1.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    baked: bool = True
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output tensor, named by its role (``scores`` for classifiers; boxes/classes/scores/count for SSD)."""
+
+    role: str
+    shape: tuple[int, ...]
+    dtype: str
+    quantization: Quantization = field(default_factory=Quantization)
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """Where the converted model came from."""
+
+    kind: str
+    name: str
+    path: str = ""
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the device needs to know about a converted model besides the .tflite itself."""
+
+    task: Task
+    input: InputSpec
+    preprocess: Preprocess
+    outputs: tuple[OutputSpec, ...]
+    model: str = "model.tflite"
+    edgetpu_model: str | None = None
+    labels: str | None = "labels.txt"
+    num_classes: int = 0
+    box_format: str | None = None
+    source: SourceModel | None = None
+    converter: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialize with the format tag and version first."""
+        body = {"format": FORMAT, "version": VERSION, **_plain(dataclasses.asdict(self))}
+        return json.dumps(body, indent=2, sort_keys=False) + "\n"
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``edgekit.json`` into ``directory`` atomically."""
+        path = Path(directory) / MANIFEST_NAME
+        write_atomic(path, self.to_json())
+        return path
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read a manifest from a model directory or a path to ``edgekit.json``.
+
+    Raises:
+        ModelError: missing, unreadable, of another format or a newer version, or with wrong fields.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no manifest; is this a folder written by edgekit convert?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"{path}: not an edgekit manifest (format is not {FORMAT!r})")
+    version = data.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise ModelError(
+            f"{path}: manifest version {version!r} is newer than this edgekit understands ({VERSION}); "
+            "upgrade edgekit on this device"
+        )
+    try:
+        return _manifest_from_dict({k: v for k, v in data.items() if k not in ("format", "version")})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: malformed manifest ({exc})") from None
+
+
+def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
+    inp = dict(data["input"])
+    inp["quantization"] = Quantization(**inp.get("quantization", {}))
+    pre = dict(data["preprocess"])
+    pre["mean"] = tuple(float(v) for v in pre.get("mean", (0.0, 0.0, 0.0)))
+    pre["std"] = tuple(float(v) for v in pre.get("std", (1.0, 1.0, 1.0)))
+    outputs = tuple(
+        OutputSpec(
+            role=o["role"],
+            shape=tuple(int(d) for d in o["shape"]),
+            dtype=o["dtype"],
+            quantization=Quantization(**o.get("quantization", {})),
+        )
+        for o in data["outputs"]
+    )
+    source = SourceModel(**data["source"]) if data.get("source") else None
+    rest = {k: v for k, v in data.items() if k not in ("input", "preprocess", "outputs", "source")}
+    return Manifest(input=InputSpec(**inp), preprocess=Preprocess(**pre), outputs=outputs, source=source, **rest)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_atomic(path: str | Path, content: str | bytes) -> None:
+    """Write a file so that readers see either the old or the whole new content, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

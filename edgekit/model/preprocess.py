@@ -1,0 +1,133 @@
+"""The one preprocessing function: a frame becomes a model input, the same way at calibration and on device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from edgekit.model.manifest import Preprocess, ResizePolicy
+
+ColorOrder = Literal["RGB", "BGR"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Which part of the source frame was used, and where it landed in the model input.
+
+    ``crop`` is (x, y, width, height) in source pixels; ``placed`` is (x, y, width, height) in model pixels
+    (the whole input except for letterbox padding).
+    """
+
+    source_size: tuple[int, int]  # (height, width)
+    model_size: tuple[int, int]  # (height, width)
+    crop: tuple[int, int, int, int]
+    placed: tuple[int, int, int, int]
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """Map boxes from normalised model coordinates to source-frame pixels.
+
+        Args:
+            boxes: (N, 4) array of (ymin, xmin, ymax, xmax) in 0..1 of the model input.
+
+        Returns:
+            (N, 4) float array of (ymin, xmin, ymax, xmax) in source pixels, clipped to the frame.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        model_h, model_w = self.model_size
+        cx, cy, cw, ch = self.crop
+        px, py, pw, ph = self.placed
+        ys = (boxes[:, [0, 2]] * model_h - py) / ph * ch + cy
+        xs = (boxes[:, [1, 3]] * model_w - px) / pw * cw + cx
+        src_h, src_w = self.source_size
+        out = np.empty_like(boxes)
+        out[:, [0, 2]] = np.clip(ys, 0, src_h)
+        out[:, [1, 3]] = np.clip(xs, 0, src_w)
+        return out
+
+
+@lru_cache(maxsize=32)
+def plan(
+    source_size: tuple[int, int], model_size: tuple[int, int], policy: ResizePolicy, crop_fraction: float = 1.0
+) -> Geometry:
+    """Work out crop and placement for a frame size; cached because a camera's frame size rarely changes.
+
+    Args:
+        source_size: (height, width) of the frame.
+        model_size: (height, width) of the model input.
+        policy: ``stretch`` (whole frame, aspect not kept), ``center_crop`` (the largest centred region with the
+            model's aspect, times ``crop_fraction``: torchvision's resize-256/crop-224 is 0.875), or
+            ``letterbox`` (whole frame, aspect kept, black bars).
+        crop_fraction: used by ``center_crop`` only.
+    """
+    src_h, src_w = source_size
+    dst_h, dst_w = model_size
+    if policy == "stretch":
+        return Geometry(source_size, model_size, (0, 0, src_w, src_h), (0, 0, dst_w, dst_h))
+    if policy == "center_crop":
+        aspect = dst_w / dst_h
+        if src_w / src_h > aspect:
+            crop_h, crop_w = float(src_h), src_h * aspect
+        else:
+            crop_w, crop_h = float(src_w), src_w / aspect
+        cw = max(1, round(crop_w * crop_fraction))
+        ch = max(1, round(crop_h * crop_fraction))
+        return Geometry(source_size, model_size, ((src_w - cw) // 2, (src_h - ch) // 2, cw, ch), (0, 0, dst_w, dst_h))
+    if policy == "letterbox":
+        scale = min(dst_w / src_w, dst_h / src_h)
+        pw = max(1, min(dst_w, round(src_w * scale)))
+        ph = max(1, min(dst_h, round(src_h * scale)))
+        return Geometry(source_size, model_size, (0, 0, src_w, src_h), ((dst_w - pw) // 2, (dst_h - ph) // 2, pw, ph))
+    raise ValueError(f"unknown resize policy {policy!r}")
+
+
+def prepare(
+    image: np.ndarray,
+    model_size: tuple[int, int],
+    preprocess: Preprocess,
+    color: ColorOrder = "RGB",
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, Geometry]:
+    """Turn a frame into the model's uint8 RGB input: crop/resize per the manifest, fix the channel order.
+
+    No per-pixel float math: normalisation is baked into the converted model. The channel swap runs after the
+    resize, on the small image, so a BGR camera costs almost nothing extra.
+
+    Args:
+        image: (H, W, 3) uint8 frame.
+        model_size: (height, width) of the model input.
+        preprocess: the manifest's preprocessing (policy and crop fraction are used here).
+        color: channel order of ``image``.
+        out: optional (height, width, 3) uint8 C-contiguous buffer to write into (e.g. the input tensor's view).
+
+    Returns:
+        The (height, width, 3) uint8 RGB image (``out`` when given) and the geometry for mapping boxes back.
+    """
+    import cv2  # both halves have OpenCV; imported here so `edgekit --help` stays light
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    dst_h, dst_w = model_size
+    geometry = plan(
+        (int(image.shape[0]), int(image.shape[1])), (dst_h, dst_w), preprocess.policy, preprocess.crop_fraction
+    )
+    if out is None:
+        out = np.empty((dst_h, dst_w, 3), dtype=np.uint8)
+    cx, cy, cw, ch = geometry.crop
+    px, py, pw, ph = geometry.placed
+    region = image[cy : cy + ch, cx : cx + cw]
+    # INTER_AREA averages when shrinking (no aliasing from a 1080p frame); INTER_LINEAR is right for enlarging.
+    interpolation = cv2.INTER_AREA if cw > pw or ch > ph else cv2.INTER_LINEAR
+    if (px, py, pw, ph) == (0, 0, dst_w, dst_h):
+        if (cw, ch) == (dst_w, dst_h):
+            np.copyto(out, region)
+        else:
+            cv2.resize(region, (dst_w, dst_h), dst=out, interpolation=interpolation)
+    else:
+        out.fill(0)
+        out[py : py + ph, px : px + pw] = cv2.resize(region, (pw, ph), interpolation=interpolation)
+    if color == "BGR":
+        cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
+    return out, geometry

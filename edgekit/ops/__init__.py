@@ -1,0 +1,1 @@
+"""Living on a device: systemd service and diagnosis."""

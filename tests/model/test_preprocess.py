@@ -1,0 +1,61 @@
+"""The one preprocessing function: geometry of each policy, channel order, and boxes mapped back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.model.manifest import Preprocess
+from edgekit.model.preprocess import plan, prepare
+
+
+def gradient(h: int, w: int) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    img[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    img[..., 2] = 7
+    return img
+
+
+def test_center_crop_matches_torchvision_geometry() -> None:
+    # torchvision: resize shorter side to 256, centre crop 224 == centre square of 224/256 of the shorter side.
+    g = plan((480, 640), (224, 224), "center_crop", 0.875)
+    assert g.crop == (110, 30, 420, 420)
+    assert g.placed == (0, 0, 224, 224)
+
+
+def test_letterbox_keeps_aspect_and_pads() -> None:
+    out, g = prepare(gradient(100, 200), (64, 64), Preprocess(policy="letterbox"))
+    assert g.placed == (0, 16, 64, 32)
+    assert out[:16].max() == 0 and out[48:].max() == 0
+    assert out[16:48].max() > 0
+
+
+def test_bgr_frames_come_out_rgb() -> None:
+    rgb = gradient(60, 80)
+    out_rgb, _ = prepare(rgb, (30, 40), Preprocess())
+    out_bgr, _ = prepare(np.ascontiguousarray(rgb[..., ::-1]), (30, 40), Preprocess(), color="BGR")
+    np.testing.assert_array_equal(out_rgb, out_bgr)
+    assert out_rgb[..., 2].min() == 7  # blue stayed blue
+
+
+def test_writes_into_given_buffer() -> None:
+    buf = np.zeros((32, 32, 3), np.uint8)
+    out, _ = prepare(gradient(64, 64), (32, 32), Preprocess(), out=buf)
+    assert out is buf and buf.any()
+
+
+@pytest.mark.parametrize("policy", ["stretch", "center_crop", "letterbox"])
+def test_boxes_map_back_to_source_pixels(policy: str) -> None:
+    src_h, src_w = 300, 500
+    g = plan((src_h, src_w), (100, 100), policy, 0.875)  # type: ignore[arg-type]
+    # The box covering the placed region maps to the crop region of the source.
+    px, py, pw, ph = g.placed
+    box = np.array([[py / 100, px / 100, (py + ph) / 100, (px + pw) / 100]])
+    cx, cy, cw, ch = g.crop
+    np.testing.assert_allclose(g.to_source(box), [[cy, cx, cy + ch, cx + cw]], atol=1e-6)
+
+
+def test_rejects_non_image() -> None:
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        prepare(np.zeros((10, 10), np.uint8), (5, 5), Preprocess())
