@@ -93,6 +93,21 @@ def test_reads_both_serialization_formats(fmt: str) -> None:
     assert whole["args"].lr == 0.1
 
 
+def test_unwraps_dataparallel_training_checkpoints() -> None:
+    sd = load_state_dict(DATA / "torch_checkpoint_dataparallel.pth")
+    assert list(sd) == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    ]
+    assert sd["0.weight"].shape == (2, 3, 1, 1)
+    np.testing.assert_array_equal(sd["1.running_var"], np.ones(2, np.float32))
+
+
 def _zip_checkpoint(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", data_pkl)
@@ -191,6 +206,18 @@ def test_imagenet_model_description(imagenet_v2: ZooModel) -> None:
     assert imagenet_v2.source.sha256.startswith("b0353104")
 
 
+def test_labels_only_for_checkpoints_known_to_be_imagenet(checkpoint: Path, tmp_path: Path) -> None:
+    official = tmp_path / "mobilenet_v2-b0353104.pth"  # torchvision's published name, hash prefix verified
+    official.symlink_to(checkpoint)
+    assert load_builtin("mobilenet_v2", None, 64, official).labels == imagenet_labels()
+    mine = tmp_path / "finetuned.pth"
+    mine.symlink_to(checkpoint)
+    zoo = load_builtin("mobilenet_v2", None, 64, mine)
+    assert zoo.labels is None
+    assert zoo.source.name == "torchvision mobilenet_v2 checkpoint finetuned.pth"
+    assert zoo.source.path == str(mine)
+
+
 # --- ports of architectures without an offline checkpoint, against torchvision with seeded weights -------------
 
 
@@ -219,6 +246,38 @@ def test_port_matches_torchvision_with_seeded_weights(arch: str, width: float, s
     np.testing.assert_array_equal(logits.argmax(1), reference.argmax(1))
     if width == 1.0:
         assert count_macs(port.model)[0] == TORCHVISION_PARAMS[arch]
+
+
+def test_port_converts_to_tflite_with_batchnorm_folded() -> None:
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    arch, width, size = "mobilenet_v3_small", 0.75, 96
+    port = build_torchvision(arch, width, size)
+    port.load_state_dict(seeded_state_dict(expected_state_dict(arch, width).items(), 1))
+    flatbuffer = tf.lite.TFLiteConverter.from_keras_model(port.model).convert()
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    # BatchNorm folded into the convolutions, torch's hardswish recognised as TFLite's fused op.
+    assert ops <= {
+        "PAD",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "HARD_SWISH",
+        "MEAN",
+        "MUL",
+        "ADD",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
+        "DELEGATE",
+    }, ops
+    assert "HARD_SWISH" in ops
+    x = seeded_inputs(1, size, 1)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, port.model.predict(x, verbose=0), atol=1e-5)
 
 
 # --- wrong checkpoints are named precisely ---------------------------------------------------------------------

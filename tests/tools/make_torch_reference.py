@@ -19,7 +19,8 @@ It writes, under tests/data/:
       odd width/size of V2: torchvision's own state-dict layout (names + shapes) and the logits it computes
       with seeded numpy weights (reference_inputs.seeded_state_dict) on seeded inputs.
   torch_checkpoint_zip.pth / torch_checkpoint_legacy.pth  a tiny training-style checkpoint saved in both of
-      torch's serialization formats, with the dtypes and tensor layouts the reader must handle.
+      torch's serialization formats, with the dtypes and tensor layouts the reader must handle;
+      torch_checkpoint_dataparallel.pth  a DataParallel state dict ("module." names) under "state_dict".
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def make_checkpoints() -> None:
     checkpoint = {"model": state, "epoch": 7, "args": argparse.Namespace(lr=0.1, arch="mobilenet_v2")}
     torch.save(checkpoint, DATA / "torch_checkpoint_zip.pth")
     torch.save(checkpoint, DATA / "torch_checkpoint_legacy.pth", _use_new_zipfile_serialization=False)
+    # What DistributedDataParallel training leaves: every name prefixed by "module.", under "state_dict".
+    wrapped = torch.nn.DataParallel(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2)))
+    torch.save({"state_dict": wrapped.state_dict(), "best_acc1": 71.9}, DATA / "torch_checkpoint_dataparallel.pth")
 
 
 def main() -> None:
