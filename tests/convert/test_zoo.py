@@ -39,6 +39,11 @@ RANDOM_GOLDEN = DATA / "torchvision_random_reference.npz"
 TORCHVISION_PARAMS = {"mobilenet_v2": 3_504_872, "mobilenet_v3_small": 2_542_856, "mobilenet_v3_large": 5_483_032}
 
 
+def _run(model: Any, x: np.ndarray) -> np.ndarray:
+    # A direct call: Model.predict first traces a tf.function, which costs more than a 2-image batch.
+    return np.asarray(model(x, training=False))
+
+
 @pytest.fixture(scope="session")
 def imagenet_v2() -> ZooModel:
     """torchvision's ImageNet MobileNetV2 ported to Keras at 224 px, built once."""
@@ -237,7 +242,7 @@ def test_port_matches_torchvision_with_seeded_weights(arch: str, width: float, s
     weights = seeded_state_dict(torch_layout, seed)
     port = build_torchvision(arch, width, size, softmax=False)
     port.load_state_dict(weights)
-    logits = port.model.predict(seeded_inputs(2, size, seed), verbose=0)
+    logits = _run(port.model, seeded_inputs(2, size, seed))
     reference = golden[f"{key}_logits"]
     rel = float(np.abs(logits - reference).max() / np.abs(reference).max())
     print(f"\n{key}: max relative logit difference {rel:.1e}")
@@ -277,7 +282,7 @@ def test_port_converts_to_tflite_with_batchnorm_folded() -> None:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(out, port.model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(out, _run(port.model, x), atol=1e-5)
 
 
 # --- wrong checkpoints are named precisely ---------------------------------------------------------------------
