@@ -341,6 +341,8 @@ class _KerasOps:
 
         self.keras = keras
         self.eps = batchnorm_eps(arch)
+        # torch's momentum weighs the new batch, Keras' the running value: 0.1 -> 0.9 (V2), 0.01 -> 0.99 (V3).
+        self.momentum = 0.9 if arch == "mobilenet_v2" else 0.99
         self.loaders: list[Callable[[Mapping[str, np.ndarray]], None]] = []
 
     @staticmethod
@@ -379,7 +381,7 @@ class _KerasOps:
         else:
             layer = layers.Conv2D(out, kernel, stride, padding=padding, use_bias=False, name=name)
         x = layer(x)
-        norm = layers.BatchNormalization(epsilon=self.eps, momentum=0.99, name=self._name(bn))
+        norm = layers.BatchNormalization(epsilon=self.eps, momentum=self.momentum, name=self._name(bn))
         x = norm(x)
 
         def load(sd: Mapping[str, np.ndarray]) -> None:
