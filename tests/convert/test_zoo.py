@@ -294,7 +294,9 @@ def test_checkpoint_of_another_architecture_names_the_first_tensor(checkpoint: P
     message = str(err.value)
     assert message.startswith(f"{checkpoint}: weights do not fit mobilenet_v3_small")
     assert "tensor 'features.0.0.weight' has shape (32, 3, 3, 3), expected (16, 3, 3, 3)" in message
-    assert "the checkpoint is a mobilenet_v2 with width 1 (1000 classes)" in message
+    assert message.endswith(
+        "the checkpoint is a mobilenet_v2 with width 1 (1000 classes): convert it as mobilenet_v2 --alpha 1"
+    )
 
 
 def test_checkpoint_of_another_width_names_the_first_tensor(checkpoint: Path) -> None:

@@ -326,8 +326,9 @@ def check_state_dict(arch: str, state_dict: Mapping[str, np.ndarray], width: flo
     match = identify(found)
     if match is not None:
         hint = f"; the checkpoint is a {match[0]} with width {match[1]:g} ({match[2]} classes)"
-        if match[0] == arch:
-            hint += f": pass --alpha {match[1]:g}"
+        hint += (
+            f": pass --alpha {match[1]:g}" if match[0] == arch else f": convert it as {match[0]} --alpha {match[1]:g}"
+        )
     elif width is None:
         hint = f"; no common width ({', '.join(f'{w:g}' for w in _CANDIDATE_WIDTHS)}) fits"
     raise ModelError(f"weights do not fit {arch} with width {shown:g}: {problem}{hint}")
