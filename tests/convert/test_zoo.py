@@ -392,6 +392,19 @@ def test_keras_models_say_what_input_they_expect(arch: str, kind: str, mean: flo
     assert zoo.model.output_shape == (None, 1000)
 
 
+def test_keras_weights_file(tmp_path: Path) -> None:
+    first = load_builtin("mobilenet_v2", 0.35, 64, "none")
+    path = tmp_path / "mine.weights.h5"
+    first.model.save_weights(path)
+    again = load_builtin("mobilenet_v2", 0.35, 64, path)
+    x = seeded_inputs(1, 64, 0)
+    np.testing.assert_array_equal(_run(again.model, x), _run(first.model, x))
+    assert again.source.path == str(path)
+    assert len(again.source.sha256) == 64
+    with pytest.raises(ModelError, match=r"mine\.weights\.h5"):
+        load_builtin("mobilenet_v2", 0.5, 64, path)
+
+
 # --- parameters and multiply-adds -------------------------------------------------------------------------------
 
 
