@@ -49,8 +49,8 @@ def compiled_model(
     cpu_model: Path, out: Path, min_runtime_version: int = 14, compiler_version: str = "16.0.384591198"
 ) -> Path:
     """Write a stand-in "compiled" model: the CPU model's input and output joined by one edgetpu-custom-op."""
-    from ai_edge_litert import schema_py_generated as schema
     import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(cpu_model.read_bytes(), 0)
     graph = model.subgraphs[0]
