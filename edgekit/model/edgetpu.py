@@ -56,7 +56,10 @@ RULES: dict[str, Rule] = {
         Rule("rank", "tensors must be 1-, 2- or 3-dimensional; with more dimensions only the 3 innermost may be > 1"),
         Rule("op-list", "only operations in Coral's supported-operations table map to the Edge TPU"),
         Rule("custom-op", "custom operators always run on the CPU (TFLite_Detection_PostProcess is expected to)"),
-        Rule("one-subgraph", "the compiler partitions once: every op after the first unmappable op runs on the CPU"),
+        Rule(
+            "one-subgraph",
+            "the compiler partitions once: every op that depends on an op that cannot map runs on the CPU too",
+        ),
         Rule(
             "op-version",
             "edgetpu_compiler 16 parses op versions up to TensorFlow Lite 2.5's; newer ones make it "
@@ -156,6 +159,7 @@ class Preflight:
     fatal: tuple[OpVerdict, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     already_compiled: bool = False
+    tail: frozenset[int] = frozenset()
 
     @property
     def mapped(self) -> int:
@@ -172,7 +176,7 @@ class Preflight:
 
     @property
     def first_cpu_op(self) -> OpVerdict | None:
-        """The op where the Edge TPU part ends (the one that breaks the single subgraph), if any."""
+        """The first op (in execution order) that runs on the CPU, if any."""
         return next((v for v in self.ops if not v.maps), None)
 
     @property
@@ -182,10 +186,12 @@ class Preflight:
 
     @property
     def full_tpu(self) -> bool:
-        """Every op before the detection postprocess (or every op, for a classifier) maps, and it compiles."""
-        end = self.postprocess_index
-        before = [v for v in self.ops if end is None or v.index < end]
-        return self.compiles and all(v.maps for v in before)
+        """It compiles and every op maps except the detection postprocess tail (`tail`)."""
+        return self.compiles and all(v.maps for v in self.ops if v.index not in self.tail)
+
+    def cpu_before_postprocess(self) -> tuple[OpVerdict, ...]:
+        """Ops on the CPU outside the postprocess tail: what ``--require-full-tpu`` refuses."""
+        return tuple(v for v in self.ops if not v.maps and v.index not in self.tail)
 
     @property
     def required_runtime(self) -> int:
@@ -210,13 +216,16 @@ class Preflight:
                 f"postprocess ({self.on_cpu} op(s)) runs on the CPU, as intended"
             )
         else:
-            first = self.first_cpu_op
-            assert first is not None
+            first = self.cpu_before_postprocess()[0]
             lines.append(
-                f"Edge TPU preflight: {self.mapped} of {total} ops map; op {first.index} ({first.op}) and the "
-                f"{total - first.index - 1} op(s) after it run on the CPU"
+                f"Edge TPU preflight: {self.mapped} of {total} ops map, {self.on_cpu} run on the CPU; the Edge TPU "
+                f"part ends at op {first.index} ({first.op})"
             )
-        own = [v for v in self.ops if not v.maps and v.rule is not None and v.rule.id != "one-subgraph"]
+        own = [
+            v
+            for v in self.ops
+            if not v.maps and v.rule is not None and v.rule.id != "one-subgraph" and v.index not in self.tail
+        ]
         lines.extend(f"  op {v.index} {v.op}: {v.detail} {v.rule}" for v in own[:_SHOWN])
         if len(own) > _SHOWN:
             lines.append(f"  ... and {len(own) - _SHOWN} more op(s) that cannot map on their own (see --json)")
@@ -226,6 +235,10 @@ class Preflight:
             lines.append(
                 f"  {len(followers)} later op(s) ({', '.join(names)}) follow it to the CPU {RULES['one-subgraph']}"
             )
+        tail = [v for v in self.ops if v.index in self.tail and not v.maps]
+        if tail:
+            listed = ", ".join(f"{v.op} (op {v.index})" for v in tail)
+            lines.append(f"  detection postprocess on the CPU, as intended: {listed}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -241,6 +254,7 @@ class Preflight:
             "ops_mapped": self.mapped,
             "ops_cpu": self.on_cpu,
             "first_cpu_op": first.to_dict() if first else None,
+            "postprocess_tail": sorted(self.tail),
             "required_runtime": self.required_runtime,
             "fatal": [v.to_dict() for v in self.fatal],
             "ops": [v.to_dict() for v in self.ops],
@@ -273,7 +287,8 @@ def preflight(model: Model | str | Path) -> Preflight:
     fatal = tuple(v for op in graph.operators if (v := _version_check(op)) is not None)
     notes: list[str] = []
     verdicts: list[OpVerdict] = []
-    broken = False
+    # Tensors produced by ops on the CPU: whatever consumes them cannot be in the one Edge TPU subgraph.
+    cpu_tensors: set[int] = set()
     for op in graph.operators:
         own = _check(op, graph, parsed, notes)
         runtime = SUPPORTED_OPS.get(op.name, _ALL)
@@ -282,18 +297,41 @@ def preflight(model: Model | str | Path) -> Preflight:
         if own is not None:
             rule, detail = own
             verdicts.append(OpVerdict(op.index, op.name, op.version, False, rule, detail, runtime))
-            broken = True
-        elif broken:
+            cpu_tensors.update(op.outputs)
+        elif any(i in cpu_tensors for i in op.inputs):
             verdicts.append(
-                OpVerdict(
-                    op.index, op.name, op.version, False, RULES["one-subgraph"], "after the first CPU op", runtime
-                )
+                OpVerdict(op.index, op.name, op.version, False, RULES["one-subgraph"], "depends on a CPU op", runtime)
             )
+            cpu_tensors.update(op.outputs)
         else:
             verdicts.append(OpVerdict(op.index, op.name, op.version, True, runtime=runtime))
     if len(parsed.subgraphs) > 1:
         notes.append(f"the model has {len(parsed.subgraphs)} subgraphs (control flow); only subgraph 0 is considered")
-    return Preflight(parsed.path, tuple(verdicts), fatal, tuple(dict.fromkeys(notes)))
+    return Preflight(parsed.path, tuple(verdicts), fatal, tuple(dict.fromkeys(notes)), tail=_postprocess_tail(graph))
+
+
+def _postprocess_tail(graph: Subgraph) -> frozenset[int]:
+    """The detection postprocess, the ops after it, and the DEQUANTIZE ops that only feed it (float inputs)."""
+    ops = graph.operators
+    start = next((op.index for op in ops if op.name == DETECTION_POSTPROCESS_OP), None)
+    if start is None:
+        return frozenset()
+    tail = {op.index for op in ops if op.index >= start}
+    consumers: dict[int, set[int]] = {}
+    for op in ops:
+        for i in op.inputs:
+            consumers.setdefault(i, set()).add(op.index)
+    changed = True
+    while changed:
+        changed = False
+        for op in ops:
+            if op.index in tail or op.name != "DEQUANTIZE":
+                continue
+            users = set().union(*(consumers.get(o, set()) for o in op.outputs))
+            if users and users <= tail:
+                tail.add(op.index)
+                changed = True
+    return frozenset(tail)
 
 
 def _version_check(op: Operator) -> OpVerdict | None:

@@ -94,3 +94,26 @@ def test_compiled_model_is_recognised(tiny_models: dict[str, Path], tmp_path: Pa
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_every_rule_has_text(rule: str) -> None:
     assert RULES[rule].id == rule and len(RULES[rule].text) > 20
+
+
+SSD = Path(__file__).resolve().parents[1] / "data" / "ssdlite_shapes_int8.tflite"
+
+
+def test_ssd_detector_keeps_the_postprocess_on_the_cpu() -> None:
+    """The int8 SSDLite-MobileNetV2 (alpha 0.35, 160 px) that `edgekit convert --task detect` wrote on the
+    detect branch for its generated-shapes detector (tests/data/ssdlite_shapes_int8.tflite)."""
+    result = preflight(SSD)
+    assert result.compiles
+    post = result.postprocess_index
+    assert post is not None and result.ops[post].op == "TFLite_Detection_PostProcess"
+    assert result.ops[post].rule == RULES["custom-op"]
+    # The DEQUANTIZE ops that hand float boxes/scores to the postprocess belong to it.
+    tail_ops = sorted(result.ops[i].op for i in result.tail)
+    assert tail_ops == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    # Backbone and box heads map; only the class-score softmax over [1, anchors, classes] breaks Coral's
+    # "Softmax: 1-D input" limit, which is why Coral's own SSDs score classes with a sigmoid.
+    blocking = result.cpu_before_postprocess()
+    assert [(v.op, v.rule.id if v.rule else "") for v in blocking] == [("SOFTMAX", "softmax")]
+    assert not result.full_tpu
+    assert all(v.maps for v in result.ops if v.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD"))
+    assert "detection postprocess on the CPU, as intended" in result.summary()
