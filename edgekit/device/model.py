@@ -57,7 +57,7 @@ class DeviceModel:
         self.interpreter = interpreter
         self.path = path
         self.manifest = manifest
-        self.name = manifest.source.name if manifest and manifest.source and manifest.source.name else path.stem
+        self.name = _model_name(path, manifest)
         inputs = interpreter.get_input_details()
         if len(inputs) != 1:
             raise ModelError(f"{path}: has {len(inputs)} inputs; edgekit runs models with one image input")
@@ -140,6 +140,15 @@ class DeviceModel:
             )
         if n and max(self.labels) >= n:
             raise InputError(f"labels: id {max(self.labels)} but {self.path.name} knows {n} classes")
+
+
+def _model_name(path: Path, manifest: Manifest | None) -> str:
+    """What records call the model: the converted model's name, else its folder (for model.tflite) or file."""
+    if manifest is not None and manifest.source is not None and manifest.source.name:
+        return manifest.source.name
+    if manifest is not None or path.stem in ("model", "model_edgetpu"):
+        return path.parent.name or path.stem
+    return path.stem
 
 
 def _input_mapping(

@@ -14,11 +14,13 @@ Device strings (the same grammar as pycoral's ``make_interpreter``, with an expl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -197,6 +199,8 @@ def _probe_in_child(path: Path, allocate: bool) -> None:
     if pid == 0:  # the child: never returns into the parent's code
         code = 0
         try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)  # its runtime chatter would repeat the parent's
             interpreter = module.Interpreter(model_path=str(path), num_threads=1)
             if allocate:
                 interpreter.allocate_tensors()
@@ -279,7 +283,10 @@ def make_interpreter(
                 "edgekit convert (full-integer, the default) and run the *_edgetpu.tflite it writes"
             )
         del cpu
-        from edgekit.device import edgetpu  # Coral support lives beside us; imported only when asked for
+        try:
+            from edgekit.device import edgetpu  # Coral support lives beside us; imported only when asked for
+        except ImportError:
+            raise DeviceError(f"--device {spec}: this edgekit was built without Edge TPU support") from None
 
         try:
             delegate = edgetpu.load_edgetpu_delegate(str(spec))
@@ -292,9 +299,34 @@ def make_interpreter(
     return _allocate(cpu, path)
 
 
+@contextlib.contextmanager
+def _native_stderr_quiet() -> Iterator[None]:
+    """Hide the runtime's C++ chatter ("INFO: Created TensorFlow Lite XNNPACK delegate") unless -v was given.
+
+    It is written straight to file descriptor 2, around Python's logging. Errors still reach us, as the
+    exception the interpreter raises. Only while no other thread could be writing to stderr at the same time.
+    """
+    if logger.isEnabledFor(logging.INFO) or threading.active_count() > 1:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _build(module: ModuleType, path: Path, threads: int, delegates: list[Any] | None) -> Any:
     try:
-        return module.Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates)
+        with _native_stderr_quiet():
+            return module.Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates)
     except ValueError as exc:
         text = " ".join(str(exc).split())
         if delegates:
@@ -307,7 +339,8 @@ def _build(module: ModuleType, path: Path, threads: int, delegates: list[Any] | 
 
 def _allocate(interpreter: Any, path: Path, spec: DeviceSpec | None = None) -> Any:
     try:
-        interpreter.allocate_tensors()
+        with _native_stderr_quiet():
+            interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         text = " ".join(str(exc).split())
         if "edgetpu-custom-op" in text and spec is None:

@@ -7,6 +7,7 @@ called once per session from `conftest.py`; the benchmark reuses `build_classifi
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,14 @@ def _tf():  # type: ignore[no-untyped-def]
     return tf
 
 
+def _convert(converter) -> bytes:  # type: ignore[no-untyped-def]
+    # The converter warns about its own internals (quantization statistics, deprecated paths); pytest turns
+    # warnings into errors, and these are not ours to fix.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bytes(converter.convert())
+
+
 def _calibration(photos: Sequence[Path], size: int, preprocess: Preprocess) -> list[np.ndarray]:
     import cv2
 
@@ -35,22 +44,33 @@ def _calibration(photos: Sequence[Path], size: int, preprocess: Preprocess) -> l
 
 
 def build_classifier(
-    out_dir: Path, photos: Sequence[Path], size: int = 96, alpha: float = 0.35, num_classes: int = 10
+    out_dir: Path, photos: Sequence[Path], size: int = 96, num_classes: int = 10, input_type: str = "uint8"
 ) -> Path:
-    """A full-int8 MobileNetV2 (random weights, calibrated on real photos) with uint8 in/out and a manifest.
+    """A full-int8 MobileNet-style classifier (random weights, calibrated on real photos), uint8 in/out + manifest.
 
-    Normalisation (x / 127.5 - 1) is baked into the graph, as `edgekit convert` does, so the device feeds pixels.
+    Not keras' MobileNetV2: untrained, its features collapse to ~1e-11 and every class scores the same, so tests
+    could not tell frames apart. This is the same ops (conv, depthwise, pointwise, batch norm, ReLU6) with batch
+    norm statistics taken from the photos (one training-mode call, momentum 0), so answers differ from photo to
+    photo. Normalisation (x / 127.5 - 1) is baked into the graph, as `edgekit convert` does.
     """
     tf = _tf()
     out_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(0)
-    base = tf.keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), alpha=alpha, weights=None, include_top=True, classes=num_classes
-    )
+    layers = tf.keras.layers
+
+    def bn_relu(t):  # type: ignore[no-untyped-def]
+        return layers.ReLU(6.0)(layers.BatchNormalization(momentum=0.0)(t))
+
     inputs = tf.keras.Input((size, size, 3))
-    model = tf.keras.Model(inputs, base(inputs / 127.5 - 1.0))
+    x = bn_relu(layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs / 127.5 - 1.0))
+    for filters in (24, 32, 64):
+        x = bn_relu(layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(x))
+        x = bn_relu(layers.Conv2D(filters, 1, use_bias=False)(x))
+    x = layers.BatchNormalization(momentum=0.0)(layers.GlobalAveragePooling2D()(x))
+    model = tf.keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
     preprocess = Preprocess(policy="center_crop", crop_fraction=0.875, mean=(127.5,) * 3, std=(127.5,) * 3)
     calib = _calibration(photos, size, preprocess)
+    model(np.stack(calib).astype(np.float32), training=True)  # batch norm statistics from real photos
 
     def representative():  # type: ignore[no-untyped-def]
         for image in calib:
@@ -60,9 +80,9 @@ def build_classifier(
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
+    converter.inference_input_type = tf.int8 if input_type == "int8" else tf.uint8
     converter.inference_output_type = tf.uint8
-    blob = converter.convert()
+    blob = _convert(converter)
     (out_dir / "model.tflite").write_bytes(blob)
     (out_dir / "labels.txt").write_text("".join(f"class_{i}\n" for i in range(num_classes)))
 
@@ -73,7 +93,10 @@ def build_classifier(
     manifest = Manifest(
         task="classify",
         input=InputSpec(
-            height=size, width=size, dtype="uint8", quantization=Quantization(*map(float, inp["quantization"][:1]), int(inp["quantization"][1]))
+            height=size,
+            width=size,
+            dtype=input_type,  # type: ignore[arg-type]
+            quantization=Quantization(float(inp["quantization"][0]), int(inp["quantization"][1])),
         ),
         preprocess=preprocess,
         outputs=(
@@ -106,7 +129,7 @@ def build_float_classifier(out_dir: Path, size: int = 32, num_classes: int = 5) 
         ]
     )
     path = out_dir / "float.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    path.write_bytes(_convert(tf.lite.TFLiteConverter.from_keras_model(model)))
     return path
 
 
@@ -116,7 +139,7 @@ def build_vector_model(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = tf.keras.Sequential([tf.keras.Input((10,)), tf.keras.layers.Dense(3, activation="softmax")])
     path = out_dir / "vector.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    path.write_bytes(_convert(tf.lite.TFLiteConverter.from_keras_model(model)))
     return path
 
 
@@ -147,7 +170,10 @@ def build_ssd_layout(out_dir: Path, photos: Sequence[Path], size: int = 64, max_
     )
     count = tf.keras.layers.Lambda(lambda t: tf.reduce_sum(tf.ones_like(t), axis=-1), name="count")(scores)
     model = tf.keras.Model(inputs, [boxes, classes, scores, count])
-    calib = [np.asarray(tf.image.resize(tf.io.decode_image(p.read_bytes(), channels=3), (size, size)), np.float32) for p in photos]
+    calib = [
+        np.asarray(tf.image.resize(tf.io.decode_image(p.read_bytes(), channels=3), (size, size)), np.float32)
+        for p in photos
+    ]
 
     def representative():  # type: ignore[no-untyped-def]
         for image in calib:
@@ -158,5 +184,5 @@ def build_ssd_layout(out_dir: Path, photos: Sequence[Path], size: int = 64, max_
     converter.representative_dataset = representative
     converter.inference_input_type = tf.uint8
     path = out_dir / "ssd_layout.tflite"
-    path.write_bytes(converter.convert())
+    path.write_bytes(_convert(converter))
     return path
