@@ -49,8 +49,10 @@ class BenchReport:
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{self.model} on {self.device}, {self.threads} threads; pipeline video: {self.video}"]
-        lines += ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r))
-                  for r in rows]
+        lines += [
+            "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r))
+            for r in rows
+        ]
         return "\n".join(lines)
 
 
@@ -71,7 +73,7 @@ def make_video(path: Path, frames: int = 200, size: tuple[int, int] = (480, 640)
     import cv2
 
     h, w = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     if not writer.isOpened():
         raise SourceError(f"{path}: OpenCV cannot write an MJPEG video here")
     yy, xx = np.mgrid[0:h, 0:w]

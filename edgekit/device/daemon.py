@@ -14,6 +14,7 @@ when it is not, the error is logged and the running configuration stays.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -172,7 +173,7 @@ def _observers(config: Config) -> list[Sink]:
     if not os.environ.get("NOTIFY_SOCKET"):
         return []
     try:
-        from edgekit.device import notify  # type: ignore[attr-defined]
+        notify = importlib.import_module("edgekit.device.notify")
     except ImportError:
         logger.info("NOTIFY_SOCKET is set but this edgekit has no systemd notifier")
         return []
@@ -186,9 +187,13 @@ def _signals(handlers: Mapping[signal.Signals, Callable[[], None]]) -> Iterator[
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    def call(handler: Callable[[], None]) -> Callable[[int, Any], None]:
+        return lambda _signum, _frame: handler()
+
     previous = {}
     for signum, handler in handlers.items():
-        previous[signum] = signal.signal(signum, lambda _n, _f, h=handler: h())
+        previous[signum] = signal.signal(signum, call(handler))
     try:
         yield
     finally:

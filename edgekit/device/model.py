@@ -103,6 +103,7 @@ class DeviceModel:
         else:
             import cv2
 
+            assert self._scratch is not None and self._lut is not None
             _, geometry = prepare(image, self.input_size, self.preprocess, color, out=self._scratch)
             cv2.LUT(self._scratch, self._lut, dst=view)
         del view
@@ -271,7 +272,9 @@ def resolve_model(model: str | Path, device: str = "cpu") -> tuple[Path, Manifes
     if path.is_dir() or path.name == MANIFEST_NAME:
         folder = path if path.is_dir() else path.parent
         if not (folder / MANIFEST_NAME).is_file():
-            raise InputError(f"{folder}: no {MANIFEST_NAME} here; give a folder written by edgekit convert or a .tflite")
+            raise InputError(
+                f"{folder}: no {MANIFEST_NAME} here; give a folder written by edgekit convert or a .tflite"
+            )
         manifest = load_manifest(folder)
         name = manifest.model
         if runtime.parse_device(device).is_edgetpu and manifest.edgetpu_model:

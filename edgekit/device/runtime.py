@@ -15,6 +15,7 @@ Device strings (the same grammar as pycoral's ``make_interpreter``, with an expl
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -52,8 +53,6 @@ def runtime_module() -> ModuleType:
     global _runtime, _runtime_name
     if _runtime is not None:
         return _runtime
-    import importlib
-
     failures = []
     for name in _RUNTIME_CHAIN:
         try:
@@ -169,7 +168,7 @@ def check_tflite_file(path: str | Path) -> int:
     except FileNotFoundError:
         raise InputError(f"{path}: no such model file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a folder without an edgekit.json; give the .tflite or a converted folder") from None
+        raise InputError(f"{path}: a folder without edgekit.json; give the .tflite or a converted folder") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read model ({exc.strerror})") from None
     if size < _MIN_MODEL_BYTES:
@@ -284,7 +283,8 @@ def make_interpreter(
             )
         del cpu
         try:
-            from edgekit.device import edgetpu  # Coral support lives beside us; imported only when asked for
+            # Coral support lives beside us, imported only when asked for.
+            edgetpu = importlib.import_module("edgekit.device.edgetpu")
         except ImportError:
             raise DeviceError(f"--device {spec}: this edgekit was built without Edge TPU support") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -57,7 +58,7 @@ def test_file_sink_and_only_changes(runner: CliRunner, tmp_path: Path, classifie
     records = _records(out.read_text())
     tops = [r["classes"][0]["id"] for r in records]
     assert 1 <= len(records) < 270
-    assert all(a != b for a, b in zip(tops, tops[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(tops))
 
 
 def _bad(runner: CliRunner, args: list[str]) -> str:
@@ -69,8 +70,9 @@ def _bad(runner: CliRunner, args: list[str]) -> str:
     return lines[0]
 
 
-def test_bad_models(runner: CliRunner, tmp_path: Path, classifier_dir: Path, vector_model: Path,
-                    float_model: Path, video: Path) -> None:
+def test_bad_models(
+    runner: CliRunner, tmp_path: Path, classifier_dir: Path, vector_model: Path, float_model: Path, video: Path
+) -> None:
     src = ["--source", str(video)]
     assert "nope.tflite: no such model file" in _bad(runner, ["--model", str(tmp_path / "nope.tflite"), *src])
     junk = tmp_path / "junk.tflite"
@@ -126,8 +128,9 @@ def _wait_for(path: Path, predicate, timeout: float = 30.0) -> list[dict]:  # ty
 
 def test_sigterm_stops_cleanly_with_sinks_flushed(tmp_path: Path, classifier_dir: Path, video: Path) -> None:
     out = tmp_path / "r.jsonl"
-    proc = _start(["--model", str(classifier_dir), "--source", str(video), "--realtime", "--sink", f"file:{out}"],
-                  tmp_path)
+    proc = _start(
+        ["--model", str(classifier_dir), "--source", str(video), "--realtime", "--sink", f"file:{out}"], tmp_path
+    )
     _wait_for(out, lambda rs: len(rs) >= 3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)

@@ -181,7 +181,16 @@ def test_stats_records(classifier_dir: Path, video: Path) -> None:
     assert sink.stats
     stats = sink.stats[-1]
     assert set(stats) == {
-        "type", "ts", "camera", "uptime_s", "frames", "fps", "inference_ms", "latency_ms", "dropped", "sinks",
+        "type",
+        "ts",
+        "camera",
+        "uptime_s",
+        "frames",
+        "fps",
+        "inference_ms",
+        "latency_ms",
+        "dropped",
+        "sinks",
     }
     assert stats["type"] == "stats" and stats["fps"] > 0 and stats["dropped"] == 0
     assert 0 < stats["inference_ms"]["p50"] <= stats["inference_ms"]["p95"]
@@ -213,7 +222,7 @@ def test_stop_from_elsewhere_ends_the_loop(classifier_dir: Path, video: Path) ->
 def test_labels_must_match_the_output_size(classifier_dir: Path, tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\n")
-    with pytest.raises(InputError, match="2 labels but model.tflite has 10 outputs"):
+    with pytest.raises(InputError, match=r"2 labels but model\.tflite has 10 outputs"):
         open_model(classifier_dir, labels=str(labels))
     labels.write_text("".join(f"{i}  thing{i}\n" for i in range(10)))
     assert open_model(classifier_dir, labels=str(labels)).label(7) == "thing7"

@@ -54,7 +54,7 @@ def test_truncated_model_is_a_model_error(tmp_path: Path, classifier_dir: Path) 
     whole = (classifier_dir / "model.tflite").read_bytes()
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(ModelError, match="cut.tflite"):
+    with pytest.raises(ModelError, match=r"cut\.tflite"):
         runtime.make_interpreter(cut)
 
 
@@ -73,9 +73,7 @@ def test_interpreter_is_ready_to_invoke(classifier_dir: Path) -> None:
     assert interpreter.get_output_details()[0]["shape"].tolist() == [1, 10]
 
 
-def test_a_crash_while_loading_is_contained_in_the_probe(
-    monkeypatch: pytest.MonkeyPatch, classifier_dir: Path
-) -> None:
+def test_a_crash_while_loading_is_contained_in_the_probe(monkeypatch: pytest.MonkeyPatch, classifier_dir: Path) -> None:
     # A model that segfaults the C++ runtime cannot be written on purpose; a runtime that segfaults on load is
     # the same thing from the parent's side. The probe forks, so the SIGSEGV lands in the child only.
     def crash(**_kwargs: object) -> None:
@@ -115,5 +113,5 @@ def test_edgetpu_goes_through_the_edgetpu_module(monkeypatch: pytest.MonkeyPatch
 # "Exception ignored", which pytest turns into a warning. It is the runtime's, and harmless.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_load_delegate_failure_is_a_device_error() -> None:
-    with pytest.raises(DeviceError, match="libedgetpu-does-not-exist.so"):
+    with pytest.raises(DeviceError, match=r"libedgetpu-does-not-exist\.so"):
         runtime.load_delegate("libedgetpu-does-not-exist.so", {"device": "usb:0"})

@@ -7,6 +7,7 @@ import threading
 import time
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def test_spec_dispatch(tmp_path: Path, video: Path, photos: list[Path]) -> None:
     assert sources.kind_of(str(video)) == "video"
     assert sources.kind_of(str(photos[0].parent)) == "folder"
     assert sources.kind_of(str(photos[0])) == "folder"
-    with pytest.raises(SourceError, match="nope.mp4: no such camera, file or folder"):
+    with pytest.raises(SourceError, match=r"nope\.mp4: no such camera, file or folder"):
         sources.kind_of(str(tmp_path / "nope.mp4"))
 
 
@@ -145,8 +146,8 @@ def test_interrupt_wakes_a_waiting_iterator() -> None:
 class FakePicamera2:
     """A simulated picamera2.Picamera2 (the real one needs libcamera and a Pi): records how it is driven."""
 
-    cameras = [{"Model": "imx708"}]
-    instances: list[FakePicamera2] = []
+    cameras: ClassVar[list[dict]] = [{"Model": "imx708"}]
+    instances: ClassVar[list[FakePicamera2]] = []
 
     def __init__(self, camera_num: int = 0) -> None:
         self.camera_num = camera_num
@@ -218,5 +219,5 @@ def test_picamera2_missing_camera_number(fake_picamera2: type[FakePicamera2]) ->
 
 def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as on a machine without it
-    with pytest.raises(MissingExtra, match="picamera2 .* is not installed; install it with: sudo apt install"):
+    with pytest.raises(MissingExtra, match=r"picamera2 .* is not installed; install it with: sudo apt install"):
         sources.create("picamera2", Config())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -37,10 +38,8 @@ class StdoutSink:
         return {"written": self._written}
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):  # reader gone, or already closed
             self._stream.flush()
-        except (BrokenPipeError, ValueError):  # reader gone, or already closed
-            pass
 
 
 def create(spec: str, config: Config) -> StdoutSink:

@@ -60,8 +60,10 @@ def kind_of(spec: str) -> str:
         return "folder" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
     if path.exists():  # a device node or a pipe
         return "v4l2" if spec.startswith("/dev/") else "video"
-    raise SourceError(f"{spec}: no such camera, file or folder (sources: picamera2[:N], /dev/videoN, rtsp://..., "
-                      "a video file or an image folder)")
+    raise SourceError(
+        f"{spec}: no such camera, file or folder (sources: picamera2[:N], /dev/videoN, rtsp://..., "
+        "a video file or an image folder)"
+    )
 
 
 def create(spec: str, config: Config, **hints: Any) -> Source:
