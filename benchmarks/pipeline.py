@@ -25,7 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
-import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -182,17 +182,33 @@ def real_run(model: Path, video: Path) -> tuple[float, float, float]:
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
+    # Peak RSS from /proc (VmHWM of the exec'd image). wait4's ru_maxrss would not do: it keeps the high-water
+    # mark of the forked copy of *this* process from before exec.
+    peak_kb = [0]
+
+    def watch() -> None:
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
+            except (OSError, ValueError):
+                break
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     first = proc.stdout.readline()
     first_at = time.monotonic() - start
     assert first.startswith('{"type":"result"'), first
     last = first
     for line in proc.stdout:
         last = line
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0, f"edgekit run exited {proc.returncode}"
+    assert proc.wait() == 0, f"edgekit run exited {proc.returncode}"
+    watcher.join()
     stats = json.loads(last)
-    return usage.ru_maxrss / 1024, first_at, float(stats["fps"])
+    return peak_kb[0] / 1024, first_at, float(stats["fps"])
 
 
 def main() -> int:
@@ -233,13 +249,22 @@ def main() -> int:
         source = sources.create(str(video), Config())
         video_fps, latency = pipeline_fps(model, source, devnull)
         source.close()
-        memory_fps, _ = pipeline_fps(model, MemoryFrames(memory), devnull)
+        # The in-memory comparison is short per frame and so the most sensitive to other processes: it is
+        # interleaved finely (chunks of 30 frames, bare loop and pipeline alternating) and the median chunk
+        # ratio kept.
+        chunk_ratios = []
+        memory_fps = 0.0
+        for start in range(0, frames - 29, 30):
+            bare = bare_invoke(model, 30)
+            piped, _ = pipeline_fps(model, MemoryFrames(memory[start : start + 30]), devnull)
+            chunk_ratios.append(piped / bare)
+            memory_fps += piped / (frames // 30)
         tutorial = tutorial_loop(model, video, devnull)
         bound = 1.0 / (1.0 / decode + 1.0 / invoke)
         for key, value in zip(rows, (decode, invoke, video_fps, memory_fps, tutorial), strict=True):
             rows[key].append(value)
         ratios["bound"].append(video_fps / bound)
-        ratios["memory"].append(memory_fps / invoke)
+        ratios["memory"].append(statistics.median(chunk_ratios))
         ratios["tutorial"].append(video_fps / tutorial)
         latencies.append(latency)
         print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} fps" for k, v in rows.items()), flush=True)
