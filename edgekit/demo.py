@@ -30,7 +30,7 @@ SHOWN = [
     ("stereo_motorcycle", "a motorbike"),
     ("astronaut", "an astronaut (no ImageNet class: expect a guess)"),
 ]
-# Calibration: every bundled photo, colour or grey (grey ones as RGB): 14 images, fewer than ideal, so
+# Calibration: every bundled photo, colour or grey (grey ones as RGB): 16 images, fewer than ideal, so
 # `edgekit convert` augments them (random crops and flips) up to --num-calib.
 CALIBRATION = [
     "astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry",
@@ -83,7 +83,7 @@ def write_video(path: Path, seconds_each: float = 1.0, fps: float = 10.0, size: 
 
 
 def _edgekit(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], text=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], text=True, check=False, **kwargs)  # type: ignore[call-overload]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -192,11 +193,14 @@ class Prefetcher:
                 return None
             if isinstance(item, BaseException):
                 raise item
-            return item  # type: ignore[no-any-return]
+            return item
         return None
 
     def close(self) -> None:
         self._closed.set()
+        # Empty the queue so that a thread blocked handing over its next frame sees the flag at once.
+        with contextlib.suppress(queue.Empty):
+            self._queue.get_nowait()
         self._thread.join(timeout=5.0)
 
 
@@ -241,13 +245,19 @@ class Pipeline:
 
     # --- control (safe to call from a signal handler) ------------------------------------------------------
 
-    def stop(self, reason: str = "stop") -> None:
-        """Ask the loop to finish after the current frame; also wakes a source waiting for a frame."""
+    def stop(self, reason: str = "stop", interrupt: bool = True) -> None:
+        """Ask the loop to finish after the current frame.
+
+        Args:
+            reason: what `run` returns.
+            interrupt: also wake a source waiting for a frame (which ends it); a reload passes False so the
+                source stays usable, and takes effect at the next frame.
+        """
         self.stop_reason = reason
         self._stop.set()
-        interrupt = getattr(self.source, "interrupt", None)
-        if interrupt is not None:
-            interrupt()
+        wake = getattr(self.source, "interrupt", None) if interrupt else None
+        if wake is not None:
+            wake()
 
     @property
     def stopping(self) -> bool:
@@ -290,12 +300,12 @@ class Pipeline:
                     self._process(frame, geometry, t0, t1, time.monotonic() + prepared_s)
                 else:
                     assert frames is not None
-                    frame = next(frames, None)
-                    if frame is None or self._stop.is_set():
+                    taken = next(frames, None)
+                    if taken is None or self._stop.is_set():
                         break
                     t1 = time.monotonic()
-                    geometry = self.model.set_input(frame.image, frame.color)
-                    self._process(frame, geometry, t0, t1, time.monotonic())
+                    geometry = self.model.set_input(taken.image, taken.color)
+                    self._process(taken, geometry, t0, t1, time.monotonic())
                 if settings.frames and self.seq >= settings.frames:
                     reason = "frames"
                     break

@@ -221,3 +221,19 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as on a machine without it
     with pytest.raises(MissingExtra, match=r"picamera2 .* is not installed; install it with: sudo apt install"):
         sources.create("picamera2", Config())
+
+
+def test_video_cut_short_ends_cleanly(tmp_path: Path, video: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The header still says 270 frames, the data stops about halfway (a copy interrupted, a full SD card):
+    # the reader retries past the hole a few times, then ends the run instead of hanging or raising.
+    cut = tmp_path / "cut.avi"
+    data = video.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    source = sources.create(str(cut), Config())
+    try:
+        frames = list(source)
+    finally:
+        source.close()
+    assert 100 < len(frames) < 200
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert any("read failed" in r.message or "stopped at frame" in r.message for r in caplog.records)
