@@ -134,3 +134,39 @@ def bench_command(model: str, device: str, threads: int, runs: int, video: str |
 
     report = bench.bench(model, device=device, threads=threads, runs=runs, video=video, frames=frames)
     click.echo(report.table())
+
+
+@cli.command("inspect")
+@click.argument("model")
+@click.option("--edgetpu", is_flag=True, help="Also predict, op by op, what the Edge TPU compiler will map.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect_command(model: str, edgetpu: bool, as_json: bool) -> None:
+    """Inputs/outputs with quantization, op histogram and task of a .tflite or converted folder."""
+    import json
+
+    from edgekit.model.inspect import inspect_model
+
+    result = inspect_model(model, edgetpu=edgetpu)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.render())
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False), help="Filesystem root.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Config (device, MQTT broker).")
+@click.option("--user", help="Check device access for this account (the service's), not the current one.")
+def doctor_command(as_json: bool, root: str, config_path: str | None, user: str | None) -> None:
+    """What this device can do and what is wrong: runtime, cameras, Coral, broker, disk, memory, heat.
+
+    Exits 1 when a check fails (warnings alone exit 0).
+    """
+    import json
+
+    from edgekit.config import load_config
+    from edgekit.ops import doctor
+
+    config = load_config(config_path) if config_path else None
+    account = doctor.Account.named(user) if user else None
+    report = doctor.diagnose(root, config, account)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
+    raise SystemExit(doctor.main_exit_code(report))
