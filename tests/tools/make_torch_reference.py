@@ -86,7 +86,7 @@ def make_v2_reference(checkpoint: Path) -> None:
         versions=np.array(f"torch {torch.__version__}, torchvision {torchvision.__version__}"),
     )
     labels = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
-    for photo, p in zip(photos, probs):
+    for photo, p in zip(photos, probs, strict=True):
         print(f"{photo.name:28s} {labels[int(p.argmax())]:24s} {p.max():.4f}")
 
 

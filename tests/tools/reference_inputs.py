@@ -32,8 +32,8 @@ def photo_crop(path: Path) -> np.ndarray:
     else:
         new_h, new_w = int(RESIZE * h / w), RESIZE
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top = int(round((new_h - CROP) / 2.0))
-    left = int(round((new_w - CROP) / 2.0))
+    top = round((new_h - CROP) / 2.0)
+    left = round((new_w - CROP) / 2.0)
     return np.ascontiguousarray(resized[top : top + CROP, left : left + CROP])
 
 
@@ -63,9 +63,7 @@ def seeded_state_dict(shapes: Iterable[tuple[str, tuple[int, ...]]], seed: int) 
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         if name.endswith("running_var"):
             value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith("running_mean"):
-            value = rng.normal(0.0, 0.1, shape)
-        elif name.endswith("bias"):
+        elif name.endswith(("running_mean", "bias")):
             value = rng.normal(0.0, 0.1, shape)
         elif len(shape) == 1:  # BatchNorm gamma
             value = rng.uniform(0.5, 1.5, shape)

@@ -282,7 +282,7 @@ def _materialise(ref: _TensorRef) -> np.ndarray:
     if 0 in ref.size:
         out = np.zeros(ref.size, dtype=data.dtype)
     else:
-        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
         # as_strided does no bounds checking: a crafted file must not make us read foreign memory.
         if ref.offset < 0 or last >= len(data):
             raise ModelError("a tensor reaches past the end of its storage: the file is corrupt")

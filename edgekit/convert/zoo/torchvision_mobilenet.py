@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edgekit.errors import ModelError
+from edgekit.model.manifest import Preprocess
 
 if TYPE_CHECKING:
     import keras
@@ -31,6 +32,29 @@ _CANDIDATE_WIDTHS = (1.0, 0.75, 0.5, 0.35, 1.3, 1.4, 0.25, 1.5, 2.0)
 
 # BatchNorm buffers that torchvision saves but inference does not use.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+def torchvision_imagenet_preprocess() -> Preprocess:
+    """torchvision's ImageNet evaluation transform as a manifest ``Preprocess`` (not yet baked).
+
+    Resize 256 then centre-crop 224 is a centre crop of 0.875 of the shorter side; mean/std are converted
+    from 0..1 to 0..255 pixel units.
+
+    Returns:
+        ``Preprocess(policy="center_crop", crop_fraction=0.875, mean=(123.675, ...), std=(58.395, ...))``.
+    """
+    return Preprocess(
+        policy="center_crop",
+        crop_fraction=IMAGENET_CROP_FRACTION,
+        mean=_pixels(IMAGENET_MEAN),
+        std=_pixels(IMAGENET_STD),
+        baked=False,
+    )
+
+
+def _pixels(values: tuple[float, float, float]) -> tuple[float, float, float]:
+    a, b, c = (round(v * 255.0, 6) for v in values)
+    return a, b, c
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -72,7 +96,15 @@ class _Ops(Protocol):
 
 def _v2(ops: _Ops, x: Any, width: float, num_classes: int) -> Any:
     """torchvision.models.MobileNetV2 (round_nearest=8, the 2018 paper's layout)."""
-    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    settings = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
     channels = make_divisible(32 * width)
     last_channel = make_divisible(1280 * max(1.0, width))
     x = ops.conv_bn(x, "features.0.0", "features.0.1", channels, 3, 2, False, "relu6")
@@ -81,7 +113,7 @@ def _v2(ops: _Ops, x: Any, width: float, num_classes: int) -> Any:
         out = make_divisible(c * width)
         for i in range(repeats):
             stride = first_stride if i == 0 else 1
-            hidden = int(round(channels * expand))
+            hidden = round(channels * expand)
             p = f"features.{index}.conv"
             y, j = x, 0
             if expand != 1:
@@ -268,9 +300,7 @@ def identify(state_dict: Mapping[str, np.ndarray]) -> tuple[str, float, int] | N
     return None
 
 
-def check_state_dict(
-    arch: str, state_dict: Mapping[str, np.ndarray], width: float | None = None
-) -> tuple[float, int]:
+def check_state_dict(arch: str, state_dict: Mapping[str, np.ndarray], width: float | None = None) -> tuple[float, int]:
     """Checks a state dict against torchvision's ``arch`` and settles width and class count.
 
     Args:
@@ -417,11 +447,9 @@ class TorchvisionPort:
         Raises:
             ModelError: naming the first tensor that does not fit.
         """
-        width, classes = check_state_dict(self.arch, state_dict, self.width)
+        _, classes = check_state_dict(self.arch, state_dict, self.width)
         if classes != self.num_classes:
-            raise ModelError(
-                f"weights have {classes} classes, the model was built for {self.num_classes}"
-            )
+            raise ModelError(f"weights have {classes} classes, the model was built for {self.num_classes}")
         tensors = {k: np.asarray(v, dtype=np.float32) for k, v in _relevant(state_dict).items()}
         for load in self._loaders:
             load(tensors)
