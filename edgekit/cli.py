@@ -86,13 +86,19 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--io", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True, help="I/O type.")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Label file, one per line in output order.")
 @click.option("--min-agreement", type=float, help="Exit 3 when int8-vs-float top-1 agreement is below this.")
-@click.option("--recipe", type=click.Choice(["edgekit", "textbook"]), default="edgekit", show_default=True,
-              help="Quantization recipe (textbook = plain TFLiteConverter, for comparison).")
+@click.option(
+    "--recipe",
+    type=click.Choice(["edgekit", "textbook"]),
+    default="edgekit",
+    show_default=True,
+    help="Quantization recipe (textbook = plain TFLiteConverter, for comparison).",
+)
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an edgekit model folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no report (errors only).")
-def convert_command(model: str, calib: str, out: str, num_calib: int, eval_path: str | None, as_json: bool,
-                    quiet: bool, **options: Any) -> None:
+def convert_command(
+    model: str, calib: str, out: str, num_calib: int, eval_path: str | None, as_json: bool, quiet: bool, **options: Any
+) -> None:
     """Convert MODEL to a full-int8 TFLite classifier calibrated on your images, and prove its fidelity.
 
     MODEL is a .keras/.h5 file, a SavedModel folder, or a built-in architecture: mobilenet_v1, mobilenet_v2,
@@ -135,8 +141,14 @@ def _progress_bars() -> Any:
 
     @contextlib.contextmanager
     def bar(label: str, total: int) -> Any:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as prog:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as prog:
             task = prog.add_task(label, total=total or None)
             yield lambda n: prog.advance(task, n)
 

@@ -74,9 +74,9 @@ def correct_biases(model: Any, images: np.ndarray, batch: int = 8) -> int:
     for start in range(0, len(images), batch):
         outs = probe(images[start : start + batch], training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for k, out in enumerate(outs):
+        for j, out in enumerate(outs):
             arr = np.asarray(out, dtype=np.float64)
-            sums[k] += arr.reshape(-1, arr.shape[-1]).sum(axis=0) / (arr.size // arr.shape[-1]) * arr.shape[0]
+            sums[j] += arr.reshape(-1, arr.shape[-1]).sum(axis=0) / (arr.size // arr.shape[-1]) * arr.shape[0]
         count += len(images[start : start + batch])
     for (layer, norm), total in zip(targets, sums, strict=True):
         mean_in = total / count
@@ -89,6 +89,7 @@ def correct_biases(model: Any, images: np.ndarray, batch: int = 8) -> int:
             layer.set_weights(weights)
             continue
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        k: np.ndarray
         if norm is not None:
             gamma, beta, moving_mean, var = norm.get_weights()
             k = gamma / np.sqrt(var + norm.epsilon)

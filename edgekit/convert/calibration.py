@@ -98,9 +98,7 @@ def read_sources_check(path: str | Path, what: str = "--calib") -> None:
     if not path.exists():
         raise InputError(f"{what} {path}: no such file or folder; give a folder of images or a video file")
     if path.is_dir() and not list_images(path):
-        raise InputError(
-            f"{what} {path}: no images found (looked recursively for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
+        raise InputError(f"{what} {path}: no images found (looked recursively for {', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
 def read_sources(
@@ -187,7 +185,7 @@ def _read_video(path: Path, max_frames: int, what: str) -> tuple[list[np.ndarray
 def _even(count: int, wanted: int) -> list[int]:
     if count <= wanted:
         return list(range(count))
-    return sorted({int(round(v)) for v in np.linspace(0, count - 1, wanted)})
+    return sorted({round(float(v)) for v in np.linspace(0, count - 1, wanted)})
 
 
 def random_crop(image: np.ndarray, rng: np.random.Generator, min_area: float = 0.35) -> np.ndarray:
@@ -200,8 +198,8 @@ def random_crop(image: np.ndarray, rng: np.random.Generator, min_area: float = 0
     for _ in range(10):
         area = rng.uniform(min_area, 1.0) * h * w
         aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
-        cw = int(round(np.sqrt(area * aspect)))
-        ch = int(round(np.sqrt(area / aspect)))
+        cw = round(float(np.sqrt(area * aspect)))
+        ch = round(float(np.sqrt(area / aspect)))
         if 8 <= cw <= w and 8 <= ch <= h:
             x = int(rng.integers(0, w - cw + 1))
             y = int(rng.integers(0, h - ch + 1))
@@ -343,7 +341,7 @@ def split_holdout(calib: ImageSet, fraction: float = 0.2, seed: int = 0) -> tupl
     """
     originals = sorted(set(calib.origins))
     rng = np.random.default_rng(seed)
-    n_hold = max(1, int(round(len(originals) * fraction)))
+    n_hold = max(1, round(len(originals) * fraction))
     held = set(rng.choice(originals, size=n_hold, replace=False).tolist())
     cal_idx = [i for i, o in enumerate(calib.origins) if o not in held]
     hold_idx = [i for i, o in enumerate(calib.origins) if o in held]

@@ -218,7 +218,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
         input=InputSpec(
             height=loaded.size[0],
             width=loaded.size[1],
-            dtype=in_dtype,  # type: ignore[arg-type]
+            dtype=in_dtype,
             quantization=Quantization(float(in_q[0]), int(in_q[1])),
         ),
         preprocess=Preprocess(pre.policy, pre.crop_fraction, pre.mean, pre.std, baked=True),

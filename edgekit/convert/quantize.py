@@ -13,6 +13,7 @@ from edgekit.convert.tfl import import_tf, interpreter, quiet
 logger = logging.getLogger(__name__)
 
 IoType = Literal["uint8", "int8"]
+STEPS = frozenset({"equalize", "bias", "percentile"})
 Progress = Callable[[int], None]
 
 
@@ -102,9 +103,7 @@ def quantize_calibrated(calibrated: bytes, io: IoType = "uint8") -> bytes:
 
     dtype = tf.uint8 if io == "uint8" else tf.int8
     with quiet():
-        return bytes(
-            mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype)
-        )
+        return bytes(mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype))
 
 
 def activation_tails(
@@ -160,7 +159,7 @@ def activation_tails(
     for i in wanted:
         if not sizes[i]:
             continue
-        rank = max(1, int(round(tail * sizes[i])))
+        rank = max(1, round(tail * sizes[i]))
         lo_all = np.sort(np.concatenate(lows[i]))
         hi_all = np.sort(np.concatenate(highs[i]))
         lo = float(lo_all[min(rank, lo_all.size) - 1])
@@ -198,8 +197,6 @@ def set_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> byt
     return _write(model)
 
 
-
-
 def _clone(model: Any) -> Any | None:
     import keras
 
@@ -213,9 +210,7 @@ def _clone(model: Any) -> Any | None:
 
 
 def _normalised(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    return ((images.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(
-        np.float32
-    )
+    return ((images.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
 
 
 def _fix_input_range(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
@@ -233,6 +228,7 @@ def quantize_classifier(
     io: IoType = "uint8",
     recipe: str = "edgekit",
     progress: Progress | None = None,
+    steps: frozenset[str] = STEPS,
 ) -> tuple[bytes, list[str]]:
     """Full-int8 TFLite of a float classifier, with its preprocessing baked in.
 
@@ -250,6 +246,7 @@ def quantize_classifier(
         io: integer type of the model's input and output.
         recipe: ``edgekit`` or ``textbook`` (plain TFLiteConverter, the baseline).
         progress: called once per calibration image processed in the range pass.
+        steps: which of ``STEPS`` to apply (all by default; the benchmark switches them one by one).
 
     Returns:
         (int8 model bytes, names of the steps applied).
@@ -260,20 +257,25 @@ def quantize_classifier(
     from edgekit.convert.biascorr import correct_biases
     from edgekit.convert.equalize import equalize
 
-    steps = []
-    work = _clone(model)
+    applied = []
+    work = _clone(model) if steps & {"equalize", "bias"} else None
     if work is not None:
         # Weight-side statistics need far fewer images than activation ranges: means and maxima settle quickly.
         stat_images = _normalised(images[:: max(1, len(images) // 64)], mean, std)
-        if equalize(work, stat_images):
-            steps.append("cross-layer equalization")
-        if correct_biases(work, stat_images):
-            steps.append("bias correction")
+        if "equalize" in steps and equalize(work, stat_images):
+            applied.append("cross-layer equalization")
+        if "bias" in steps and correct_biases(work, stat_images):
+            applied.append("bias correction")
     baked = bake_preprocess(work if work is not None else model, mean, std)
-    # The converter's own min/max are replaced below, so a few images are enough for its calibration pass.
-    calibrated = calibrate_only(baked, images[:: max(1, len(images) // 8)])
-    ranges = activation_tails(calibrated, images, progress=progress)
-    steps.append("percentile (99.99%) activation ranges")
+    if "percentile" in steps:
+        # The converter's min/max are replaced below, so a few images are enough for its calibration pass.
+        calibrated = calibrate_only(baked, images[:: max(1, len(images) // 8)])
+        ranges = activation_tails(calibrated, images, progress=progress)
+        applied.append("percentile (99.99%) activation ranges")
+    else:
+        calibrated = calibrate_only(baked, images, progress)
+        ranges = {}
+        applied.append("min/max activation ranges")
     ranges = _fix_input_range(calibrated, ranges)
-    steps.append("exact uint8 input")
-    return quantize_calibrated(set_ranges(calibrated, ranges), io), steps
+    applied.append("exact uint8 input")
+    return quantize_calibrated(set_ranges(calibrated, ranges), io), applied

@@ -66,14 +66,10 @@ def _fixed_input(model: Any, label: str, input_size: int | None) -> tuple[Any, t
         if input_size < 8:
             raise InputError(f"--input-size {input_size}: too small")
         if h is not None and w is not None and (h, w) != (input_size, input_size):
-            raise InputError(
-                f"{label}: the model's input is {h}x{w}, not --input-size {input_size}; drop --input-size"
-            )
+            raise InputError(f"{label}: the model's input is {h}x{w}, not --input-size {input_size}; drop --input-size")
         h = w = input_size
     if h is None or w is None:
-        raise InputError(
-            f"{label}: input shape {_show(shape)} has no fixed height/width; pass --input-size (e.g. 224)"
-        )
+        raise InputError(f"{label}: input shape {_show(shape)} has no fixed height/width; pass --input-size (e.g. 224)")
     if shape[1:3] != (h, w):
         inputs = keras.Input((h, w, 3), name="image")
         model = keras.Model(inputs, model(inputs), name=model.name)
@@ -138,9 +134,7 @@ def _load_file(path: Path) -> Any:
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as exc:  # zip/h5py/json errors all mean the same thing to the user
-        raise ModelError(
-            f"{label}: not a readable Keras model ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
+        raise ModelError(f"{label}: not a readable Keras model ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -151,10 +145,8 @@ def _first_line(exc: BaseException) -> str:
 def _starts_with_rescaling(model: Any) -> bool:
     import keras
 
-    for layer in model.layers[:4]:
-        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
-            return True
-    return False
+    first = model.layers[:4]
+    return any(isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)) for layer in first)
 
 
 def load_model(
@@ -197,9 +189,7 @@ def load_model(
     if alpha is not None or weights is not None:
         raise InputError(f"{model}: --alpha and --weights apply to built-in architectures ({', '.join(BUILTIN_ARCHS)})")
     if not path.exists():
-        raise InputError(
-            f"{model}: no such file, and not a built-in architecture ({', '.join(BUILTIN_ARCHS)})"
-        )
+        raise InputError(f"{model}: no such file, and not a built-in architecture ({', '.join(BUILTIN_ARCHS)})")
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"{model}: empty file, not a model")
     from edgekit.convert.tfl import import_tf

@@ -45,8 +45,19 @@ def converted(tmp_path_factory: pytest.TempPathFactory, small_keras: Path, calib
     labels.write_text("a\nb\nc\nd\ne\n")
     result = CliRunner().invoke(
         cli,
-        ["convert", str(small_keras), "--calib", str(calib_dir), "--num-calib", "30", "--out", str(out),
-         "--labels", str(labels), "--json"],
+        [
+            "convert",
+            str(small_keras),
+            "--calib",
+            str(calib_dir),
+            "--num-calib",
+            "30",
+            "--out",
+            str(out),
+            "--labels",
+            str(labels),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)
