@@ -1,0 +1,73 @@
+"""A real small conversion end to end: files, manifest, report, and the int8 model itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.model.manifest import load_manifest
+from edgekit.model.preprocess import prepare
+
+
+def test_output_folder_holds_exactly_the_four_files(converted: tuple[Path, dict]) -> None:
+    out, _ = converted
+    assert sorted(p.name for p in out.iterdir()) == ["edgekit.json", "labels.txt", "model.tflite", "report.json"]
+    # the temp folder was renamed, not copied: nothing else is left beside the output
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_manifest_describes_a_uint8_model_with_baked_preprocessing(converted: tuple[Path, dict]) -> None:
+    out, _ = converted
+    manifest = load_manifest(out)
+    assert manifest.task == "classify"
+    assert (manifest.input.height, manifest.input.width, manifest.input.dtype) == (96, 96, "uint8")
+    # raw pixels go in unchanged: 0..255 maps to uint8 0..255
+    assert manifest.input.quantization.scale == 1.0 and manifest.input.quantization.zero_point == 0
+    assert manifest.preprocess.baked
+    assert manifest.preprocess.mean == (127.5, 127.5, 127.5)  # assumed tf preprocessing for a .keras file
+    assert manifest.num_classes == 5
+    assert manifest.outputs[0].shape == (1, 5) and manifest.outputs[0].dtype == "uint8"
+    assert manifest.source is not None and len(manifest.source.sha256) == 64
+    assert manifest.converter["tensorflow"].startswith("2.")
+    assert (out / "labels.txt").read_text().split() == ["a", "b", "c", "d", "e"]
+
+
+def test_report_counts_calibration_and_measures_fidelity(converted: tuple[Path, dict]) -> None:
+    out, report = converted
+    assert json.loads((out / "report.json").read_text()) == report
+    cal = report["calibration"]
+    assert cal["skipped"] == 1  # broken.jpg
+    assert cal["augmented"] == 30 - 21
+    assert report["eval"]["held_out"] is True
+    assert any("held out" in n for n in report["notes"])
+    f = report["fidelity"]
+    assert f["images"] == report["eval"]["images"] > 0
+    assert 0.0 <= f["top1_agreement"] <= 1.0 and 0.0 <= f["top5_containment"] <= 1.0
+    assert report["size"]["int8_bytes"] < 0.45 * report["size"]["float_bytes"]  # tiny model: headers weigh more
+    assert report["ops"]["CONV_2D"] >= 30 and report["ops"]["DEPTHWISE_CONV_2D"] >= 15
+    assert report["model"]["parameters"] > 300_000 and report["model"]["macs"] > 1_000_000
+    assert report["timing"]["wall_s"] > 0 and report["timing"]["peak_rss_mb"] > 100
+
+
+def test_int8_model_runs_on_uint8_pixels_and_tracks_the_float_model(
+    converted: tuple[Path, dict], small_keras: Path, photos: list[Path]
+) -> None:
+    import cv2
+    import keras
+
+    from edgekit.convert.tfl import Runner
+
+    out, _ = converted
+    manifest = load_manifest(out)
+    runner = Runner((out / "model.tflite").read_bytes())
+    assert runner.input["dtype"] == np.uint8 and runner.output["dtype"] == np.uint8
+    images = np.stack(
+        [prepare(cv2.imread(str(p))[:, :, ::-1].copy(), (96, 96), manifest.preprocess)[0] for p in photos[:6]]
+    )
+    q = runner(images)
+    ref = np.asarray(keras.models.load_model(small_keras)(images.astype(np.float32) / 127.5 - 1.0))
+    # a random-weight net gives near-uniform scores, so compare probabilities, not argmax
+    assert np.abs(q - ref).max() < 0.05
+    assert np.allclose(q.sum(axis=1), 1.0, atol=0.05)

@@ -1,0 +1,67 @@
+"""The real thing: torchvision's ImageNet MobileNetV2 (offline weights) to int8, checked on real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+from edgekit.model.manifest import load_manifest
+from edgekit.model.preprocess import prepare
+
+
+@pytest.mark.slow
+def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, shared_data: Path, photos: list[Path]) -> None:
+    import cv2
+
+    from edgekit.convert.tfl import Runner
+    from edgekit.convert.zoo import load_builtin
+
+    out = tmp_path / "mnv2"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            "mobilenet_v2",
+            "--weights",
+            "torchvision-imagenet",
+            "--calib",
+            str(shared_data / "photos"),
+            "--num-calib",
+            "64",
+            "--eval",
+            str(shared_data / "photos"),
+            "--out",
+            str(out),
+            "--json",
+            "--min-agreement",
+            "0.6",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    manifest = load_manifest(out)
+    assert manifest.preprocess.policy == "center_crop" and manifest.preprocess.crop_fraction == 0.875
+    assert manifest.labels == "labels.txt" and (out / "labels.txt").read_text().splitlines()[1] == "goldfish"
+    assert report["model"]["parameters"] == 3_504_872
+    assert report["size"]["ratio"] <= 0.3
+    assert "cross-layer equalization" in report["recipe"] and "bias correction" in report["recipe"]
+
+    # Independent check: the int8 model against the float port on every photo, fed uint8 pixels like the device.
+    zoo = load_builtin("mobilenet_v2", None, 224, "torchvision-imagenet")
+    images = np.stack(
+        [prepare(cv2.imread(str(p))[:, :, ::-1].copy(), (224, 224), manifest.preprocess)[0] for p in photos]
+    )
+    normalised = (images.astype(np.float32) - np.array(zoo.preprocess.mean)) / np.array(zoo.preprocess.std)
+    ref = np.asarray(zoo.model(normalised.astype(np.float32)))
+    q = Runner((out / "model.tflite").read_bytes())(images)
+    confident = ref.max(axis=1) > 0.5
+    assert confident.sum() >= 5
+    assert (ref.argmax(1) == q.argmax(1))[confident].all()
+    top5 = np.argsort(-q, axis=1)[:, :5]
+    assert np.mean([ref.argmax(1)[i] in top5[i] for i in range(len(q))]) >= 0.95
+    assert report["fidelity"]["top1_agreement"] == pytest.approx(float(np.mean(ref.argmax(1) == q.argmax(1))))
