@@ -211,10 +211,21 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     help="Quantization recipe (textbook = plain TFLiteConverter, for comparison).",
 )
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an edgekit model folder.")
+@click.option("--edgetpu", is_flag=True, help="Also compile model_edgetpu.tflite with edgetpu_compiler (x86-64 Linux).")
+@click.option("--require-full-tpu", is_flag=True, help="Exit 3 when ops before the postprocess would run on the CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no report (errors only).")
 def convert_command(
-    model: str, calib: str, out: str, num_calib: int, eval_path: str | None, as_json: bool, quiet: bool, **options: Any
+    model: str,
+    calib: str,
+    out: str,
+    num_calib: int,
+    eval_path: str | None,
+    as_json: bool,
+    quiet: bool,
+    edgetpu: bool,
+    require_full_tpu: bool,
+    **options: Any,
 ) -> None:
     """Convert MODEL to a full-int8 TFLite classifier calibrated on your images, and prove its fidelity.
 
@@ -222,12 +233,17 @@ def convert_command(
     mobilenet_v3_small, mobilenet_v3_large.
 
     \b
-    Exit codes: 0 ok, 2 bad input (nothing written), 3 below --min-agreement (model written).
+    Exit codes: 0 ok, 2 bad input (nothing written), 3 below --min-agreement or --require-full-tpu (model
+    written).
     """
+    from edgekit.convert.edgetpu import EdgeTpuStage
     from edgekit.convert.pipeline import ConvertOptions, convert_classifier
     from edgekit.convert.report import to_json, to_text
 
-    opts = ConvertOptions(model=model, calib=calib, out=out, num_calib=num_calib, eval=eval_path, **options)
+    stage = EdgeTpuStage(compile=edgetpu, require_full=require_full_tpu)
+    opts = ConvertOptions(
+        model=model, calib=calib, out=out, num_calib=num_calib, eval=eval_path, extensions=(stage,), **options
+    )
     progress = None if quiet or as_json else _progress_bars()
     result = convert_classifier(opts, progress)
     if as_json:
@@ -241,6 +257,7 @@ def convert_command(
             click.echo(to_text(result.report), nl=False)
         else:
             Console().print(to_rich(result.report))
+    stage.enforce(result.out)
 
 
 def _progress_bars() -> Any:

@@ -325,3 +325,40 @@ def require_full_tpu(result: CompileResult, model_path: str | Path | None = None
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+@dataclass
+class EdgeTpuStage:
+    """The Edge TPU step of ``edgekit convert``: a pipeline extension plus the gate checked after writing.
+
+    Every conversion gets the preflight in its report; with ``compile`` the compiler runs in the output folder
+    before it is swapped into place, so ``model_edgetpu.tflite`` appears atomically with the rest.
+    """
+
+    compile: bool = False
+    require_full: bool = False
+    predicted: Preflight | None = None
+    result: CompileResult | None = None
+
+    def __call__(self, int8_bytes: bytes, folder: Path, body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The pipeline extension: returns the report section "Edge TPU"."""
+        model_path = folder / "model.tflite"
+        self.predicted = preflight(model_path)
+        section: dict[str, Any] = {"preflight": self.predicted.summary()}
+        if self.compile or self.require_full:
+            if self.compile:
+                self.result = compile_for_edgetpu(model_path, folder)
+            else:
+                self.result = CompileResult("unavailable", "not asked (--edgetpu)", preflight=self.predicted)
+            if self.compile:
+                section["compiler"] = self.result.summary()
+        return {"Edge TPU": section}
+
+    def enforce(self, out: Path) -> None:
+        """Apply ``--require-full-tpu`` once the model folder is in place.
+
+        Raises:
+            QualityGateError: ops before the postprocess run (or would run) on the CPU.
+        """
+        if self.require_full and self.result is not None:
+            require_full_tpu(self.result, out / "model.tflite")

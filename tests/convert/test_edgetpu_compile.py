@@ -6,6 +6,7 @@ is decided by the test (EDGETPU_STANDIN_CPU_OPS) so that both the success and th
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -201,3 +202,35 @@ RESHAPE                        2          More than one subgraph is not supporte
     assert [(r.op, r.count) for r in log.cpu_rows()] == [("CUSTOM", 1), ("RESHAPE", 2)]
     assert log.cpu_rows()[1].status == "More than one subgraph is not supported"
     _ = compiled_model  # the stand-in module is shared with the script above
+
+
+def test_every_conversion_reports_the_preflight(converted: tuple[Path, dict]) -> None:
+    out, report = converted
+    section = report["sections"]["Edge TPU"]
+    assert section["preflight"].startswith("Edge TPU preflight: all ")
+    assert "compiler" not in section  # --edgetpu was not given
+    assert not (out / "model_edgetpu.tflite").exists()
+
+
+def test_convert_edgetpu_writes_and_links_the_compiled_model(
+    stand_in_compiler: Path, small_keras: Path, calib_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+    from edgekit.model.manifest import load_manifest
+
+    out = tmp_path / "model"
+    args = ["convert", str(small_keras), "--calib", str(calib_dir), "--num-calib", "10", "--out", str(out), "--json"]
+    # One conversion covers both halves (each costs tens of seconds): the stand-in leaves MEAN on the CPU, so
+    # the model folder, compiled model and log are written and linked, and then the gate exits 3.
+    monkeypatch.setenv("EDGETPU_STANDIN_CPU_OPS", "MEAN")
+    result = CliRunner().invoke(cli, [*args, "--edgetpu", "--require-full-tpu"])
+    assert result.exit_code == 3, result.output
+    assert "--require-full-tpu: edgetpu_compiler left MEAN x1 on the CPU before the postprocess" in result.output
+    report = json.loads(result.stdout)
+    assert "MEAN x1: Operation is working on an unsupported data type" in report["sections"]["Edge TPU"]["compiler"]
+    assert load_manifest(out).edgetpu_model == "model_edgetpu.tflite"
+    assert read_model(out / "model_edgetpu.tflite").is_edgetpu_compiled
+    assert "Operator" in (out / "model_edgetpu.log").read_text()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
