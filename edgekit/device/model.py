@@ -323,6 +323,8 @@ def open_model(
         The loaded model.
     """
     path, manifest = resolve_model(model, device)
+    if manifest is not None and manifest.edgetpu_model and path.name == manifest.edgetpu_model:
+        kwargs.setdefault("cpu_model", path.parent / manifest.model)  # the Edge TPU fallback runs the int8 model
     interpreter = runtime.make_interpreter(path, device, threads, **kwargs)
     label_map: dict[int, str] = {}
     if labels:

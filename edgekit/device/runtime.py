@@ -248,6 +248,7 @@ def make_interpreter(
     *,
     probe: bool = True,
     fallback_cpu: bool = False,
+    cpu_model: str | Path | None = None,
 ) -> Any:
     """Create an interpreter with tensors allocated, on the CPU or an Edge TPU.
 
@@ -257,6 +258,8 @@ def make_interpreter(
         threads: CPU threads for XNNPACK; 0 means every core available to this process.
         probe: load the model once in a forked child first (see `_probe_in_child`).
         fallback_cpu: for an Edge TPU device, run on the CPU when the Edge TPU cannot be opened.
+        cpu_model: what the CPU fallback runs when ``model_path`` is compiled for the Edge TPU (the manifest's
+            plain int8 model); a compiled model cannot run on the CPU.
 
     Returns:
         A ready interpreter (``allocate_tensors`` done).
@@ -295,8 +298,9 @@ def make_interpreter(
         except DeviceError as exc:
             if not fallback_cpu:
                 raise
-            logger.warning("%s; falling back to the CPU", exc.message)
-            return _allocate(_build(module, path, num_threads, None), path)
+            fallback = Path(cpu_model) if cpu_model is not None else path
+            logger.warning("%s; falling back to %s on the CPU", exc.message, fallback.name)
+            return _allocate(_build(module, fallback, num_threads, None), fallback)
         return _allocate(_build(module, path, num_threads, [delegate]), path, spec)
     return _allocate(cpu, path)
 

@@ -212,3 +212,25 @@ def test_sysfs_scan_finds_usb_and_pcie(tmp_path: Path) -> None:
     ]
     assert list_edge_tpus(tmp_path) == found
     assert scan_sysfs(tmp_path / "nothing") == []
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_runtime_fallback_runs_the_manifests_cpu_model(models: tuple[Path, Path]) -> None:
+    """A converted folder with both models: --device edgetpu with the CPU fallback runs model.tflite for real."""
+    from edgekit.device.model import open_model
+    from edgekit.model.manifest import InputSpec, Manifest, OutputSpec, Preprocess
+
+    compiled, cpu = models
+    Manifest(
+        task="classify",
+        input=InputSpec(32, 32),
+        preprocess=Preprocess(),
+        outputs=(OutputSpec("scores", (1, 5), "uint8"),),
+        edgetpu_model=compiled.name,
+        labels=None,
+        num_classes=5,
+    ).write(cpu.parent)
+    loaded = open_model(cpu.parent, "edgetpu", threads=1, probe=False, fallback_cpu=True)
+    np.testing.assert_array_equal(_run(loaded.interpreter), _run(make_interpreter(cpu, "cpu", 1, probe=False)))
+    with pytest.raises(DeviceError, match="not installed"):
+        open_model(cpu.parent, "edgetpu", threads=1, probe=False)
