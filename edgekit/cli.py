@@ -64,6 +64,7 @@ _RUN_OPTIONS = {
     "sink": "sinks",
     "task": "task",
     "device": "device",
+    "fallback": "fallback",
     "threads": "threads",
     "top_k": "top_k",
     "threshold": "threshold",
@@ -85,6 +86,7 @@ _RUN_OPTIONS = {
 @click.option("--sink", multiple=True, help="stdout, file:PATH, mqtt://HOST/TOPIC (repeatable).")
 @click.option("--task", type=click.Choice(["auto", "classify", "detect"]), help="Default: from the model.")
 @click.option("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N].")
+@click.option("--fallback", type=click.Choice(["none", "cpu"]), help="Edge TPU missing: run the CPU model (cpu).")
 @click.option("--threads", type=int, help="CPU threads for the interpreter (0: all cores).")
 @click.option("--top-k", type=int, help="Classes (or detections) per result.")
 @click.option("--threshold", type=float, help="Minimum score, 0..1.")

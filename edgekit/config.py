@@ -36,6 +36,8 @@ class RunConfig:
     sinks: list[str] = field(default_factory=lambda: ["stdout"])
     task: Literal["auto", "classify", "detect"] = "auto"
     device: str = "cpu"
+    # "cpu": when the Edge TPU cannot be opened, run the manifest's plain int8 model on the CPU instead.
+    fallback: Literal["none", "cpu"] = "none"
     threads: int = 0
     top_k: int = 3
     threshold: float = 0.0

@@ -134,7 +134,9 @@ def prepare(config: Config, where: str = "config", probe: bool = True) -> Parts:
     run = config.run
     if not run.model:
         raise ConfigError(f"{where}: no model; pass --model DIR_OR_TFLITE or set 'run.model'")
-    model = open_model(run.model, run.device, run.threads, run.task, run.labels, probe=probe)
+    model = open_model(
+        run.model, run.device, run.threads, run.task, run.labels, probe=probe, fallback_cpu=run.fallback == "cpu"
+    )
     settings = Settings(
         camera=camera_name(run),
         top_k=run.top_k,

@@ -234,3 +234,28 @@ def test_runtime_fallback_runs_the_manifests_cpu_model(models: tuple[Path, Path]
     np.testing.assert_array_equal(_run(loaded.interpreter), _run(make_interpreter(cpu, "cpu", 1, probe=False)))
     with pytest.raises(DeviceError, match="not installed"):
         open_model(cpu.parent, "edgetpu", threads=1, probe=False)
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_edgekit_run_with_fallback_cpu(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
+    """`edgekit run --device edgetpu --fallback cpu` on a folder that links a compiled and a CPU model."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    folder = tmp_path / "model"
+    shutil.copytree(classifier_dir, folder)
+    compiled_model(folder / "model.tflite", folder / "model_edgetpu.tflite")
+    manifest = json.loads((folder / "edgekit.json").read_text())
+    manifest["edgetpu_model"] = "model_edgetpu.tflite"
+    (folder / "edgekit.json").write_text(json.dumps(manifest))
+    args = ["run", "--model", str(folder), "--source", str(video), "--frames", "3", "--device", "edgetpu"]
+    result = CliRunner().invoke(cli, [*args, "--fallback", "cpu", "--stats-interval", "0"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["type"] for r in records][:3] == ["result"] * 3
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "libedgetpu.so.1 is not installed" in refused.output
