@@ -34,6 +34,7 @@ from edgekit.errors import DeviceError, ModelError
 
 logger = logging.getLogger(__name__)
 
+LIBRARY_ENV = "EDGEKIT_LIBEDGETPU"
 LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 # USB IDs of the Coral USB Accelerator: as it enumerates at power-up (Global Unichip, before the runtime loads
 # its firmware) and after the first use (Google).
@@ -52,7 +53,10 @@ RETRY_MAX_S = 60.0
 
 
 def library_name(system: str | None = None) -> str:
-    """The delegate library's file name on this (or the given) operating system."""
+    """The delegate library: ``$EDGEKIT_LIBEDGETPU`` when set (a build outside the loader's path), else Coral's
+    file name on this (or the given) operating system."""
+    if system is None and os.environ.get(LIBRARY_ENV):
+        return os.environ[LIBRARY_ENV]
     return LIBRARIES.get(system or platform.system(), LIBRARIES["Linux"])
 
 

@@ -259,3 +259,50 @@ def test_edgekit_run_with_fallback_cpu(classifier_dir: Path, video: Path, tmp_pa
     assert [r["type"] for r in records][:3] == ["result"] * 3
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code == 2 and "libedgetpu.so.1 is not installed" in refused.output
+
+
+@pytest.fixture
+def fake_libedgetpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A STAND-IN libedgetpu built from tests/data/stand_in/fake_libedgetpu.c (needs a C compiler)."""
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the stand-in libedgetpu")
+    source = Path(__file__).resolve().parents[1] / "data" / "stand_in" / "fake_libedgetpu.c"
+    library = tmp_path / "libedgetpu.so.1"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    monkeypatch.setenv(edgetpu.LIBRARY_ENV, str(library))
+    return library
+
+
+@pytest.mark.simulated
+def test_libedgetpu_c_api_enumerates_and_reports_its_version(
+    fake_libedgetpu: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_EDGETPU_DEVICES", "2")
+    found = list_edge_tpus()
+    assert [(d.type, d.path, d.source) for d in found] == [
+        ("usb", "/sys/bus/usb/devices/2-1", "libedgetpu"),
+        ("pci", "/dev/apex_0", "libedgetpu"),
+    ]
+    assert parse_runtime_version(edgetpu.runtime_version()) == 13
+
+
+@pytest.mark.simulated
+def test_installed_runtime_without_a_device(fake_libedgetpu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_EDGETPU_DEVICES", "0")
+    with pytest.raises(DeviceError, match="is installed but no Edge TPU is attached") as err:
+        load_edgetpu_delegate("edgetpu:usb")
+    assert "edgekit doctor" in err.value.message
+    monkeypatch.setenv("FAKE_EDGETPU_DEVICES", "1")
+    with pytest.raises(DeviceError, match=r"cannot open the Edge TPU .*found usb:/sys/bus/usb/devices/2-1"):
+        load_edgetpu_delegate("edgetpu:usb:3")
+
+
+@pytest.mark.simulated
+def test_runtime_too_old_for_the_compiled_model(fake_libedgetpu: Path, models: tuple[Path, Path]) -> None:
+    compiled, cpu = models  # compiled for runtime 14; the stand-in library says 13
+    with pytest.raises(DeviceError, match="compiled for Edge TPU runtime 14 but libedgetpu here is runtime 13"):
+        open_edgetpu(compiled, cpu, "edgetpu", fallback="none")
