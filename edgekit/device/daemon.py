@@ -234,7 +234,14 @@ def serve(
                 )
                 if on_start is not None:
                     on_start(pipeline)
+                watcher = None
+                if parts.model.device_state.get("active") == "cpu":
+                    from edgekit.device.edgetpu import TpuWatcher
+
+                    watcher = TpuWatcher(reload).start()  # an Edge TPU that appears triggers a reload onto it
                 reason = pipeline.run()
+                if watcher is not None:
+                    watcher.stop()
                 if parts.settings.stats_interval > 0 and reason != "closed" and pipeline.seq:
                     pipeline.publish_stats()  # the last window, so a short run still reports its numbers
                 if reason != "reload":

@@ -448,3 +448,53 @@ def open_edgetpu(
         else:
             raise DeviceError(mismatch)
     return Attachment(device, tpu, cpu, threads, fallback).open()
+
+
+class TpuWatcher:
+    """While running on the CPU fallback, look for an Edge TPU (a cheap enumeration, no delegate) with a growing
+    interval, and call ``on_found`` once when one appears (the daemon then reloads onto it)."""
+
+    def __init__(
+        self,
+        on_found: Callable[[], None],
+        lister: Callable[[], list[EdgeTpu]] = list_edge_tpus,
+        first_s: float = RETRY_FIRST_S,
+        max_s: float = RETRY_MAX_S,
+    ) -> None:
+        import threading
+
+        self._on_found = on_found
+        self._lister = lister
+        self._first, self._max = first_s, max_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgetpu-watch", daemon=True)
+        self.checks = 0
+
+    def start(self) -> TpuWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _list(self) -> set[str]:
+        try:
+            return {f"{d.type}:{d.path}" for d in self._lister()}
+        except Exception as exc:  # enumeration must never take the service down
+            logger.debug("Edge TPU enumeration failed: %s", exc)
+            return set()
+
+    def _run(self) -> None:
+        # Only a device that was not there at the start counts: one that is present but unusable (busy, no
+        # runtime) would otherwise trigger a reload, fail again and loop.
+        baseline = self._list()
+        interval = self._first
+        while not self._stop.wait(interval):
+            self.checks += 1
+            new = self._list() - baseline
+            if new:
+                logger.warning("an Edge TPU appeared (%s): re-attaching", sorted(new)[0])
+                self._on_found()
+                return
+            interval = min(interval * 2, self._max)

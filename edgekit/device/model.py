@@ -76,6 +76,8 @@ class DeviceModel:
         self._scratch = np.empty((*self.input_size, 3), np.uint8) if self._mode == "lut" else None
         self._input = interpreter.tensor(self.input_index)  # a callable: holding it keeps no buffer reference
         self.outputs = _output_roles(interpreter.get_output_details(), path)
+        # For an Edge TPU device: {"device", "active": "edgetpu"|"cpu", "fallback_reason"}; goes into stats.
+        self.device_state: dict[str, Any] = {}
         self.task: TaskName = _choose_task(task, manifest, self.outputs, path)
         self.labels = dict(labels or {})
         self._check_labels()
@@ -325,10 +327,19 @@ def open_model(
     path, manifest = resolve_model(model, device)
     if manifest is not None and manifest.edgetpu_model and path.name == manifest.edgetpu_model:
         kwargs.setdefault("cpu_model", path.parent / manifest.model)  # the Edge TPU fallback runs the int8 model
+    fallback_reasons: list[str] = []
+    on_tpu = runtime.parse_device(device).is_edgetpu
+    if on_tpu:
+        kwargs.setdefault("on_fallback", fallback_reasons.append)
     interpreter = runtime.make_interpreter(path, device, threads, **kwargs)
     label_map: dict[int, str] = {}
     if labels:
         label_map = read_labels(labels)
     elif manifest is not None and manifest.labels and (path.parent / manifest.labels).is_file():
         label_map = read_labels(path.parent / manifest.labels)
-    return DeviceModel(interpreter, path, task, manifest, label_map)
+    loaded = DeviceModel(interpreter, path, task, manifest, label_map)
+    if on_tpu:
+        loaded.device_state = {"device": device, "active": "cpu" if fallback_reasons else "edgetpu"}
+        if fallback_reasons:
+            loaded.device_state["fallback_reason"] = fallback_reasons[0]
+    return loaded

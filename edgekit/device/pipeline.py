@@ -399,6 +399,8 @@ class Pipeline:
         """Send a stats record to every sink and observer now."""
         counters = {s.name: s.counters() for s in self.data_sinks}
         record = self.stats.report(self.settings.camera, int(getattr(self.source, "dropped", 0)), counters)
+        if self.model.device_state:
+            record["device"] = dict(self.model.device_state)
         for sink in [*self.data_sinks, *self.observers]:
             _guarded(sink, sink.publish_stats, record)
 

@@ -22,7 +22,7 @@ import os
 import re
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -249,6 +249,7 @@ def make_interpreter(
     probe: bool = True,
     fallback_cpu: bool = False,
     cpu_model: str | Path | None = None,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> Any:
     """Create an interpreter with tensors allocated, on the CPU or an Edge TPU.
 
@@ -260,6 +261,7 @@ def make_interpreter(
         fallback_cpu: for an Edge TPU device, run on the CPU when the Edge TPU cannot be opened.
         cpu_model: what the CPU fallback runs when ``model_path`` is compiled for the Edge TPU (the manifest's
             plain int8 model); a compiled model cannot run on the CPU.
+        on_fallback: called with the reason when the CPU fallback is taken (for the stats record).
 
     Returns:
         A ready interpreter (``allocate_tensors`` done).
@@ -300,6 +302,8 @@ def make_interpreter(
                 raise
             fallback = Path(cpu_model) if cpu_model is not None else path
             logger.warning("%s; falling back to %s on the CPU", exc.message, fallback.name)
+            if on_fallback is not None:
+                on_fallback(exc.message)
             return _allocate(_build(module, fallback, num_threads, None), fallback)
         return _allocate(_build(module, path, num_threads, [delegate]), path, spec)
     return _allocate(cpu, path)

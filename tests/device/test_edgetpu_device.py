@@ -306,3 +306,51 @@ def test_runtime_too_old_for_the_compiled_model(fake_libedgetpu: Path, models: t
     compiled, cpu = models  # compiled for runtime 14; the stand-in library says 13
     with pytest.raises(DeviceError, match="compiled for Edge TPU runtime 14 but libedgetpu here is runtime 13"):
         open_edgetpu(compiled, cpu, "edgetpu", fallback="none")
+
+
+@pytest.mark.simulated
+def test_watcher_reattaches_only_when_a_new_tpu_appears() -> None:
+    """Simulated enumeration: nothing, nothing, then a USB Accelerator is plugged in."""
+    import threading
+
+    from edgekit.device.edgetpu import EdgeTpu, TpuWatcher
+
+    answers = [[], [], [], [EdgeTpu("usb", "/sys/bus/usb/devices/2-1")]]
+    found = threading.Event()
+    watcher = TpuWatcher(found.set, lister=lambda: answers.pop(0) if len(answers) > 1 else answers[0], first_s=0.01)
+    watcher.start()
+    assert found.wait(5)
+    watcher.stop()
+    assert watcher.checks == 3
+
+    # A device already present (but unusable) at the start does not trigger a reload loop.
+    present = [EdgeTpu("pci", "/dev/apex_0")]
+    again = threading.Event()
+    idle = TpuWatcher(again.set, lister=lambda: present, first_s=0.01, max_s=0.02).start()
+    assert not again.wait(0.3)
+    idle.stop()
+    assert idle.checks >= 3
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_stats_report_the_cpu_fallback(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    folder = tmp_path / "model"
+    shutil.copytree(classifier_dir, folder)
+    compiled_model(folder / "model.tflite", folder / "model_edgetpu.tflite")
+    manifest = json.loads((folder / "edgekit.json").read_text())
+    manifest["edgetpu_model"] = "model_edgetpu.tflite"
+    (folder / "edgekit.json").write_text(json.dumps(manifest))
+    args = ["run", "--model", str(folder), "--source", str(video), "--frames", "2", "--device", "edgetpu:usb:0"]
+    result = CliRunner().invoke(cli, [*args, "--fallback", "cpu"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    stats = [r for r in records if r["type"] == "stats"]
+    assert stats and stats[-1]["device"]["active"] == "cpu" and stats[-1]["device"]["device"] == "edgetpu:usb:0"
+    assert "libedgetpu.so.1 is not installed" in stats[-1]["device"]["fallback_reason"]
