@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.model.tflite import DETECTION_POSTPROCESS_OP, EDGETPU_CUSTOM_OP, Model, Operator, Subgraph, read_model
+from edgekit.model.tflite import (
+    BUILTIN_OPS,
+    DETECTION_POSTPROCESS_OP,
+    EDGETPU_CUSTOM_OP,
+    Model,
+    Operator,
+    Subgraph,
+    read_model,
+)
 
 DOCS = "https://coral.ai/docs/edgetpu/models-intro/"
 # What edgetpu_compiler 16.0 writes into compiled models unless told otherwise with --min_runtime_version.
@@ -338,8 +346,6 @@ def _version_check(op: Operator) -> OpVerdict | None:
     if op.is_custom:
         return None
     limit = MAX_OP_VERSIONS.get(op.builtin)
-    from edgekit.model.tflite import BUILTIN_OPS
-
     code = BUILTIN_OPS.index(op.builtin) if op.builtin in BUILTIN_OPS else 10_000
     if code >= BUILTIN_OPS.index(FIRST_UNKNOWN_BUILTIN):
         detail = f"{op.builtin} did not exist in TensorFlow Lite 2.5; edgetpu_compiler cannot parse it"
