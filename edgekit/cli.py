@@ -55,6 +55,123 @@ def cli(ctx: click.Context, verbose: int) -> None:
     setup_logging(verbose)
 
 
+# --- device side: run, bench -------------------------------------------------------------------------------
+
+_RUN_OPTIONS = {
+    # cli option name -> config key under [run]
+    "model": "model",
+    "source": "source",
+    "sink": "sinks",
+    "task": "task",
+    "device": "device",
+    "threads": "threads",
+    "top_k": "top_k",
+    "threshold": "threshold",
+    "labels": "labels",
+    "classes": "classes",
+    "max_fps": "max_fps",
+    "frames": "frames",
+    "realtime": "realtime",
+    "only_changes": "only_changes",
+    "stats_interval": "stats_interval",
+    "camera": "camera",
+}
+
+
+@cli.command("run")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--model", help="Folder written by edgekit convert, or a .tflite.")
+@click.option("--source", help="picamera2[:N], /dev/videoN or N, rtsp://..., a video file or an image folder.")
+@click.option("--sink", multiple=True, help="stdout, file:PATH, mqtt://HOST/TOPIC (repeatable).")
+@click.option("--task", type=click.Choice(["auto", "classify", "detect"]), help="Default: from the model.")
+@click.option("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N].")
+@click.option("--threads", type=int, help="CPU threads for the interpreter (0: all cores).")
+@click.option("--top-k", type=int, help="Classes (or detections) per result.")
+@click.option("--threshold", type=float, help="Minimum score, 0..1.")
+@click.option("--labels", help="Labels file (one per line, or 'ID label').")
+@click.option("--classes", multiple=True, help="Detection: keep only this class, label or id (repeatable).")
+@click.option("--max-fps", type=float, help="Process at most this many frames per second (0: as fast as possible).")
+@click.option("--frames", type=int, help="Stop after this many results (0: run until the source ends).")
+@click.option("--realtime/--no-realtime", default=None, help="Play video files at their own frame rate.")
+@click.option("--only-changes/--every-frame", default=None, help="Publish only when the result changes.")
+@click.option("--stats-interval", type=float, help="Seconds between stats records (0: off).")
+@click.option("--camera", help="Name carried in every record (default: the host name).")
+@click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
+@click.option("--validate-config", is_flag=True, help="Check config, model and labels, then exit.")
+def run_command(config_path: str | None, print_config: bool, validate_config: bool, **options: Any) -> None:
+    """Classify or detect on camera frames and publish each result (JSON lines on stdout by default).
+
+    Every option is also a key in the [run] table of the config file; options override the file.
+    """
+    from edgekit.config import dump_toml, load_config, to_dict
+    from edgekit.device import daemon
+
+    overrides = {
+        f"run.{_RUN_OPTIONS[name]}": list(value) if isinstance(value, tuple) else value
+        for name, value in options.items()
+        if value is not None and value != ()
+    }
+    if print_config:
+        click.echo(dump_toml(to_dict(load_config(config_path, overrides))), nl=False)
+        return
+    if validate_config:
+        daemon.validate(config_path, overrides)
+        click.echo("config OK", err=True)
+        return
+    daemon.serve(config_path, overrides)
+
+
+@cli.command("bench")
+@click.argument("model")
+@click.option("--device", default="cpu", show_default=True, help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N].")
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: all cores).")
+@click.option("--runs", default=100, show_default=True, help="Timed invocations.")
+@click.option("--video", type=click.Path(exists=True, dir_okay=False), help="Video for the pipeline run.")
+@click.option("--frames", default=200, show_default=True, help="Frames of the generated video.")
+def bench_command(model: str, device: str, threads: int, runs: int, video: str | None, frames: int) -> None:
+    """Invoke latency (min/p50/p95) beside the full pipeline on a video (generated unless --video)."""
+    from edgekit.device import bench
+
+    report = bench.bench(model, device=device, threads=threads, runs=runs, video=video, frames=frames)
+    click.echo(report.table())
+
+
+@cli.command("inspect")
+@click.argument("model")
+@click.option("--edgetpu", is_flag=True, help="Also predict, op by op, what the Edge TPU compiler will map.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect_command(model: str, edgetpu: bool, as_json: bool) -> None:
+    """Inputs/outputs with quantization, op histogram and task of a .tflite or converted folder."""
+    import json
+
+    from edgekit.model.inspect import inspect_model
+
+    result = inspect_model(model, edgetpu=edgetpu)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.render())
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False), help="Filesystem root.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Config (device, MQTT broker).")
+@click.option("--user", help="Check device access for this account (the service's), not the current one.")
+def doctor_command(as_json: bool, root: str, config_path: str | None, user: str | None) -> None:
+    """What this device can do and what is wrong: runtime, cameras, Coral, broker, disk, memory, heat.
+
+    Exits 1 when a check fails (warnings alone exit 0).
+    """
+    import json
+
+    from edgekit.config import load_config
+    from edgekit.ops import doctor
+
+    config = load_config(config_path) if config_path else None
+    account = doctor.Account.named(user) if user else None
+    report = doctor.diagnose(root, config, account)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
+    raise SystemExit(doctor.main_exit_code(report))
+
+
 def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:
     if value is None:
         return None
@@ -94,10 +211,21 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     help="Quantization recipe (textbook = plain TFLiteConverter, for comparison).",
 )
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an edgekit model folder.")
+@click.option("--edgetpu", is_flag=True, help="Also compile model_edgetpu.tflite with edgetpu_compiler (x86-64 Linux).")
+@click.option("--require-full-tpu", is_flag=True, help="Exit 3 when ops before the postprocess would run on the CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no report (errors only).")
 def convert_command(
-    model: str, calib: str, out: str, num_calib: int, eval_path: str | None, as_json: bool, quiet: bool, **options: Any
+    model: str,
+    calib: str,
+    out: str,
+    num_calib: int,
+    eval_path: str | None,
+    as_json: bool,
+    quiet: bool,
+    edgetpu: bool,
+    require_full_tpu: bool,
+    **options: Any,
 ) -> None:
     """Convert MODEL to a full-int8 TFLite classifier calibrated on your images, and prove its fidelity.
 
@@ -105,12 +233,17 @@ def convert_command(
     mobilenet_v3_small, mobilenet_v3_large.
 
     \b
-    Exit codes: 0 ok, 2 bad input (nothing written), 3 below --min-agreement (model written).
+    Exit codes: 0 ok, 2 bad input (nothing written), 3 below --min-agreement or --require-full-tpu (model
+    written).
     """
+    from edgekit.convert.edgetpu import EdgeTpuStage
     from edgekit.convert.pipeline import ConvertOptions, convert_classifier
     from edgekit.convert.report import to_json, to_text
 
-    opts = ConvertOptions(model=model, calib=calib, out=out, num_calib=num_calib, eval=eval_path, **options)
+    stage = EdgeTpuStage(compile=edgetpu, require_full=require_full_tpu)
+    opts = ConvertOptions(
+        model=model, calib=calib, out=out, num_calib=num_calib, eval=eval_path, extensions=(stage,), **options
+    )
     progress = None if quiet or as_json else _progress_bars()
     result = convert_classifier(opts, progress)
     if as_json:
@@ -124,6 +257,7 @@ def convert_command(
             click.echo(to_text(result.report), nl=False)
         else:
             Console().print(to_rich(result.report))
+    stage.enforce(result.out)
 
 
 def _progress_bars() -> Any:

@@ -22,3 +22,14 @@ def shared_data() -> Path:
 def photos(shared_data: Path) -> list[Path]:
     """The real photographs, sorted by name."""
     return sorted(p for p in (shared_data / "photos").iterdir() if p.suffix.lower() in {".jpg", ".png"})
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real TFLite conversions (int8, float, dynamic shape, unsupported op, MobileNetV2 0.35/96 px).
+
+    See tests/model/tiny_models.py for what each one is. Converting imports TensorFlow into the test process.
+    """
+    from tests.model.tiny_models import build_all
+
+    return build_all(tmp_path_factory.mktemp("tiny_models"))

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -286,6 +286,8 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
         )
         for extension in options.extensions:
             body["sections"].update(extension(int8_bytes, tmp, body))
+        if (tmp / "model_edgetpu.tflite").is_file():  # written by the Edge TPU extension
+            manifest = replace(manifest, edgetpu_model="model_edgetpu.tflite")
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(manifest.to_json(), encoding="utf-8")
         body["timing"] = {"wall_s": time.monotonic() - started, "peak_rss_mb": _peak_rss_mb()}

