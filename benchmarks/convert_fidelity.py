@@ -15,6 +15,7 @@ CLI in a subprocess, so its peak memory is its own). Exits 1 when a target is mi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
+print = functools.partial(print, flush=True)  # progress shows in a pipe too
 SKIMAGE_PHOTOS = (
     "astronaut",
     "chelsea",

@@ -259,6 +259,7 @@ def convert_command(
             click.echo(to_text(result.report), nl=False)
         else:
             Console().print(to_rich(result.report))
+    result.enforce()
     stage.enforce(result.out)
 
 

@@ -78,6 +78,16 @@ class ConvertResult:
 
     out: Path
     report: dict[str, Any]
+    gate_failure: str | None = None
+
+    def enforce(self) -> None:
+        """Raise the quality-gate failure, if any (after the caller has shown the report).
+
+        Raises:
+            QualityGateError: top-1 agreement was below ``--min-agreement``.
+        """
+        if self.gate_failure:
+            raise QualityGateError(self.gate_failure)
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -143,7 +153,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
 
     Raises:
         InputError, ModelError, MissingExtra: bad input (nothing is written).
-        QualityGateError: the model was written but top-1 agreement is below ``min_agreement``.
+        A missed ``min_agreement`` is not raised here: the result carries it, ``result.enforce()`` raises it.
     """
     started = time.monotonic()
     progress = progress or _no_progress
@@ -190,7 +200,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
         from edgekit.convert.zoo import count_macs
 
         params, macs = count_macs(loaded.model)
-    except (ModelError, ImportError, AttributeError, TypeError):
+    except Exception:  # MACs are information, not a reason to fail (e.g. a wrapped SavedModel has no layers)
         logger.debug("could not count MACs", exc_info=True)
 
     pixel_model = quantize.bake_preprocess(loaded.model, pre.mean, pre.std)
@@ -209,7 +219,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
         notes.append(label_note)
     fid = report.fidelity(pf, pq, truth)
 
-    from edgekit.convert.ops import op_histogram
+    from edgekit.model.tflite import op_histogram, parse_model
 
     in_q, out_q = int8_runner.input["quantization"], int8_runner.output["quantization"]
     in_dtype, out_dtype = np.dtype(int8_runner.input["dtype"]).name, np.dtype(int8_runner.output["dtype"]).name
@@ -260,7 +270,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
             "input": f"{in_dtype} scale {in_q[0]:.6g} zero {in_q[1]}",
             "output": f"{out_dtype} scale {out_q[0]:.6g} zero {out_q[1]}",
         },
-        "ops": op_histogram(int8_bytes),
+        "ops": op_histogram(parse_model(int8_bytes, "model.tflite"), subgraph=None),
         "calibration": {
             "source": str(options.calib),
             "kind": calib.kind,
@@ -296,13 +306,13 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    result = ConvertResult(out, body)
+    gate = None
     if options.min_agreement is not None and fid.top1_agreement < options.min_agreement:
-        raise QualityGateError(
+        gate = (
             f"int8 top-1 agreement {fid.top1_agreement:.3f} is below --min-agreement {options.min_agreement:g} "
             f"(model written to {out}; see report.json)"
         )
-    return result
+    return ConvertResult(out, body, gate)
 
 
 def _triple(v: tuple[float, ...]) -> str:

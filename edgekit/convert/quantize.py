@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 IoType = Literal["uint8", "int8"]
 STEPS = frozenset({"equalize", "bias", "percentile"})
+VECTOR_SIZE = 4096  # activations with at most this many values per image are not clipped
 Progress = Callable[[int], None]
 
 
@@ -159,7 +160,11 @@ def activation_tails(
     for i in wanted:
         if not sizes[i]:
             continue
-        rank = max(1, round(tail * sizes[i]))
+        per_image = sizes[i] // len(images)
+        # Vectors (pooled features, logits) keep their full range: every value there is signal, and clipping
+        # the logits would saturate exactly the confident predictions. Clipping pays off on feature maps, where
+        # a few outliers among a million values would otherwise stretch the scale for all the others.
+        rank = 1 if per_image <= VECTOR_SIZE else max(1, round(tail * sizes[i]))
         lo_all = np.sort(np.concatenate(lows[i]))
         hi_all = np.sort(np.concatenate(highs[i]))
         lo = float(lo_all[min(rank, lo_all.size) - 1])

@@ -71,3 +71,42 @@ def test_int8_model_runs_on_uint8_pixels_and_tracks_the_float_model(
     # a random-weight net gives near-uniform scores, so compare probabilities, not argmax
     assert np.abs(q - ref).max() < 0.05
     assert np.allclose(q.sum(axis=1), 1.0, atol=0.05)
+
+
+def test_quality_gate_exits_3_and_replaces_an_edgekit_folder(
+    converted: tuple[Path, dict], small_keras: Path, calib_dir: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    out, report = converted
+    agreement = report["fidelity"]["top1_agreement"]
+    assert agreement < 1.0  # a random-weight net has near-ties, so int8 flips some; the gate must see that
+    before = (out / "model.tflite").stat().st_mtime_ns
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(small_keras),
+            "--calib",
+            str(calib_dir),
+            "--num-calib",
+            "30",
+            "--out",
+            str(out),
+            "--quiet",
+            "--min-agreement",
+            "1.0",
+            "--labels",
+            str(out / "labels.txt"),
+        ],
+    )
+    assert result.exit_code == 3
+    assert result.output == (
+        f"Error: int8 top-1 agreement {agreement:.3f} is below --min-agreement 1 "
+        f"(model written to {out}; see report.json)\n"
+    )
+    # an existing edgekit folder is replaced without --force, and the model is there for inspection
+    assert (out / "model.tflite").stat().st_mtime_ns != before
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
