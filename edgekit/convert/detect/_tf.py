@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 from edgekit.errors import MissingExtra
@@ -13,9 +11,11 @@ def import_tf() -> tuple[Any, Any]:
     """Import TensorFlow and tf_keras for the detector.
 
     The SSD exporter needs legacy Keras: a Keras 3 model inside a ``tf.Module`` fails int8 calibration of the
-    fused postprocess (READ_VARIABLE). We import ``tf_keras`` by name, which is legacy Keras whatever
-    ``TF_USE_LEGACY_KERAS`` says, and set that variable only when TensorFlow is not loaded yet so that
-    ``tf.keras`` in this process agrees with it; a process that already chose Keras 3 keeps working.
+    fused postprocess (READ_VARIABLE). Importing ``tf_keras`` by name gives legacy Keras whatever
+    ``TF_USE_LEGACY_KERAS`` says, so the detector works in a process where TensorFlow was already imported
+    with Keras 3 (tested: conversion fuses and calibrates with ``TF_USE_LEGACY_KERAS=0``). The variable is
+    deliberately not set here: it would silently switch ``tf.keras`` for the classification converter
+    sharing the process.
 
     Returns:
         (tensorflow module, tf_keras module).
@@ -23,8 +23,6 @@ def import_tf() -> tuple[Any, Any]:
     Raises:
         MissingExtra: TensorFlow or tf-keras is not installed.
     """
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     try:
         import tensorflow as tf
         import tf_keras

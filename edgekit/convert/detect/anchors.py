@@ -44,8 +44,7 @@ class AnchorSpec:
     def layer_shapes(self, num_layers: int) -> list[list[tuple[float, float]]]:
         """(scale, aspect ratio) pairs of every feature map, in the order the heads emit them."""
         scales = [
-            self.min_scale + (self.max_scale - self.min_scale) * k / max(num_layers - 1, 1)
-            for k in range(num_layers)
+            self.min_scale + (self.max_scale - self.min_scale) * k / max(num_layers - 1, 1) for k in range(num_layers)
         ] + [1.0]
         layers: list[list[tuple[float, float]]] = []
         for k in range(num_layers):
@@ -58,7 +57,7 @@ class AnchorSpec:
         return layers
 
 
-def generate_anchors(feature_map_sizes: Sequence[tuple[int, int]], spec: AnchorSpec = AnchorSpec()) -> FloatArray:
+def generate_anchors(feature_map_sizes: Sequence[tuple[int, int]], spec: AnchorSpec | None = None) -> FloatArray:
     """All anchors of an SSD, centre-size encoded.
 
     The order is the one the heads produce after reshaping ``[N, H, W, A * k]`` to ``[N, H * W * A, k]``:
@@ -66,11 +65,12 @@ def generate_anchors(feature_map_sizes: Sequence[tuple[int, int]], spec: AnchorS
 
     Args:
         feature_map_sizes: (height, width) of each feature map, finest first.
-        spec: the anchor layout.
+        spec: the anchor layout (`AnchorSpec()` when omitted).
 
     Returns:
         float32 array ``[num_anchors, 4]`` of (y_centre, x_centre, height, width), normalised to [0, 1].
     """
+    spec = spec or AnchorSpec()
     out: list[FloatArray] = []
     for (fh, fw), pairs in zip(feature_map_sizes, spec.layer_shapes(len(feature_map_sizes)), strict=True):
         sizes = np.array([(s / math.sqrt(ar), s * math.sqrt(ar)) for s, ar in pairs], dtype=np.float32)
@@ -98,9 +98,9 @@ def center_to_corners(boxes: FloatArray) -> FloatArray:
     """(y_centre, x_centre, height, width) -> (ymin, xmin, ymax, xmax)."""
     hh = boxes[..., 2] / 2
     hw = boxes[..., 3] / 2
-    return np.stack(
-        [boxes[..., 0] - hh, boxes[..., 1] - hw, boxes[..., 0] + hh, boxes[..., 1] + hw], axis=-1
-    ).astype(np.float32)
+    return np.stack([boxes[..., 0] - hh, boxes[..., 1] - hw, boxes[..., 0] + hh, boxes[..., 1] + hw], axis=-1).astype(
+        np.float32
+    )
 
 
 def encode_boxes(boxes: FloatArray, anchors: FloatArray) -> FloatArray:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +53,7 @@ def load_photos(folder: str | Path) -> list[npt.NDArray[np.uint8]]:
         if path.suffix.lower() in _PHOTO_SUFFIXES:
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is not None:
-                photos.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                photos.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
     if not photos:
         raise InputError(f"{folder}: no readable photos (.jpg/.png) to use as scene backgrounds")
     return photos
@@ -96,8 +97,10 @@ def make_scenes(
         side = int(min(h, w) * rng.uniform(0.35, 1.0))
         y0 = int(rng.integers(0, h - side + 1))
         x0 = int(rng.integers(0, w - side + 1))
-        canvas = cv2.resize(photo[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA)
-        canvas = np.ascontiguousarray(canvas)
+        crop = photo[y0 : y0 + side, x0 : x0 + side]
+        canvas: npt.NDArray[np.uint8] = np.ascontiguousarray(
+            cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), dtype=np.uint8
+        )
         boxes: list[list[float]] = []
         classes: list[int] = []
         for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -122,7 +125,13 @@ def make_scenes(
 
 
 def _draw_shape(
-    cv2: object, canvas: npt.NDArray[np.uint8], kind: str, top: float, left: float, bh: float, bw: float,
+    cv2: Any,
+    canvas: npt.NDArray[np.uint8],
+    kind: str,
+    top: float,
+    left: float,
+    bh: float,
+    bw: float,
     rng: np.random.Generator,
 ) -> None:
     colour = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[kind])
@@ -130,18 +139,18 @@ def _draw_shape(
     f = 1 << shift
 
     def p(y: float, x: float) -> tuple[int, int]:
-        return int(round(x * f)), int(round(y * f))
+        return round(x * f), round(y * f)
 
     if kind == "circle":
         # The box is exact only for a circle; use the shorter side.
         cy, cx, r = top + bh / 2, left + bw / 2, min(bh, bw) / 2
-        cv2.circle(canvas, p(cy, cx), int(round(r * f)), colour, -1, cv2.LINE_AA, shift)  # type: ignore[attr-defined]
+        cv2.circle(canvas, p(cy, cx), round(r * f), colour, -1, cv2.LINE_AA, shift)
     elif kind == "square":
         pts = np.array([p(top, left), p(top, left + bw), p(top + bh, left + bw), p(top + bh, left)], np.int32)
-        cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, shift)  # type: ignore[attr-defined]
+        cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, shift)
     else:
         pts = np.array([p(top, left + bw / 2), p(top + bh, left + bw), p(top + bh, left)], np.int32)
-        cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, shift)  # type: ignore[attr-defined]
+        cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, shift)
 
 
 def write_eval_folder(scenes: Scenes, folder: str | Path) -> Path:
@@ -165,8 +174,12 @@ def write_eval_folder(scenes: Scenes, folder: str | Path) -> Path:
         objects = [
             {
                 "label": scenes.labels[int(c)],
-                "box": [round(float(b[1]) * size[1], 2), round(float(b[0]) * size[0], 2),
-                        round(float(b[3]) * size[1], 2), round(float(b[2]) * size[0], 2)],
+                "box": [
+                    round(float(b[1]) * size[1], 2),
+                    round(float(b[0]) * size[0], 2),
+                    round(float(b[3]) * size[1], 2),
+                    round(float(b[2]) * size[0], 2),
+                ],
             }
             for b, c in zip(scenes.boxes[i], scenes.classes[i], strict=True)
         ]

@@ -51,7 +51,7 @@ def build_ssdlite(
     num_classes: int,
     input_size: int = 320,
     alpha: float = 1.0,
-    anchor_spec: AnchorSpec = AnchorSpec(),
+    anchor_spec: AnchorSpec | None = None,
     seed: int = 0,
     bn_momentum: float = 0.9,
 ) -> SSDLite:
@@ -61,7 +61,7 @@ def build_ssdlite(
         num_classes: number of object classes (background excluded).
         input_size: square input side; a multiple of 32 keeps every feature map aligned.
         alpha: MobileNetV2 width multiplier; also scales the extra layers' depths.
-        anchor_spec: anchor scales and aspect ratios.
+        anchor_spec: anchor scales and aspect ratios (`AnchorSpec()` when omitted).
         seed: seed for weight initialisation.
         bn_momentum: momentum of every batch normalisation's moving statistics.
 
@@ -69,6 +69,7 @@ def build_ssdlite(
         The detector.
     """
     tf, keras = import_tf()
+    anchor_spec = anchor_spec or AnchorSpec()
     keras.utils.set_random_seed(seed)
     layers = keras.layers
     backbone = keras.applications.MobileNetV2(
@@ -165,8 +166,11 @@ def ssd_loss(
     negative = tf.logical_and(tf.cast(rank, tf.float32) < num_neg[:, None], tf.logical_not(positive))
     cls_loss = tf.reduce_sum(ce * (pos_f + tf.cast(negative, tf.float32))) / num_pos
     huber = tf.reduce_sum(
-        tf.where(tf.abs(box_pred - box_targets) < 1.0, 0.5 * tf.square(box_pred - box_targets),
-                 tf.abs(box_pred - box_targets) - 0.5),
+        tf.where(
+            tf.abs(box_pred - box_targets) < 1.0,
+            0.5 * tf.square(box_pred - box_targets),
+            tf.abs(box_pred - box_targets) - 0.5,
+        ),
         axis=-1,
     )
     box_loss = tf.reduce_sum(huber * pos_f) / num_pos
