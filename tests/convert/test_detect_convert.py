@@ -164,7 +164,7 @@ def test_unreadable_calibration_folder(tmp_path: Path, shape_detector: Path) -> 
     calib.mkdir()
     for i in range(12):
         (calib / f"img_{i}.jpg").write_bytes(b"not a jpeg at all")
-    with pytest.raises(InputError, match=r"calib: 0 usable calibration images \(12 files unreadable"):
+    with pytest.raises(InputError, match=r"calib: 0 usable calibration images \(12 image files unreadable\)"):
         convert_detector(shape_detector, calib, tmp_path / "model")
     assert not (tmp_path / "model").exists()
 

@@ -272,6 +272,7 @@ def load_calibration(
     rng = np.random.default_rng(seed)
     frames: list[npt.NDArray[np.uint8]] = []
     skipped = 0
+    ignored = 0
     where: str
     if isinstance(calib, (str, Path)):
         root = Path(calib)
@@ -280,7 +281,11 @@ def load_calibration(
             frames = _video_frames(cv2, root, count)
             paths: list[Path] = []
         elif root.is_dir():
-            paths = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+            # Annotations, notes and the like beside the photos are not calibration data: leave them out
+            # before sampling rather than count them as unreadable.
+            paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            ignored = len(files) - len(paths)
         elif root.exists():
             raise InputError(f"{root}: --calib must be a folder of images or a video file")
         else:
@@ -291,13 +296,15 @@ def load_calibration(
     if len(paths) > count:
         paths = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, count)]
     for path in paths:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.suffix.lower() in IMAGE_SUFFIXES else None
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             skipped += 1
             continue
         frames.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
     if len(frames) < MIN_CALIB:
-        detail = f" ({skipped} files unreadable or not images)" if skipped else ""
+        detail = f" ({skipped} image files unreadable)" if skipped else ""
+        if ignored:
+            detail += f" ({ignored} files without an image suffix ignored)"
         raise InputError(
             f"{where}: {len(frames)} usable calibration images{detail}; need at least {MIN_CALIB} "
             "(.jpg/.png photos like the ones the camera will see)"
