@@ -1,7 +1,7 @@
 """Detector conversion targets: int8 vs float mAP on generated scenes, size, and 320 px conversion time.
 
 Run from the repository root: ``python benchmarks/convert_detect.py``. The trained detector is cached under
-``.edgekit-cache/`` (or ``$EDGEKIT_CACHE_DIR``), so only the first run trains (about 8 minutes on 2 cores).
+``.edgekit-cache/`` (or ``$EDGEKIT_CACHE_DIR``), so only the first run trains (about 10 minutes on 2 shared cores).
 Prints a table and exits 1 when a target is missed.
 """
 

@@ -83,6 +83,7 @@ def test_outputs_run_in_standard_order(converted: DetectReport, scene_folders: t
     assert frame is not None
     image, _ = prepare(frame, (manifest.input.height, manifest.input.width), manifest.preprocess, color="BGR")
     result = detector.detect(image)
+    assert detector.output_shapes == [(1, 20, 4), (1, 20), (1, 20), (1,)]
     assert 0 < len(result.scores) <= 20
     assert np.all(np.diff(result.scores) <= 1e-6)  # scores come sorted: the third output really is scores
     assert set(result.classes.tolist()) <= {0, 1, 2}
@@ -181,3 +182,43 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path: Path, shape_detector: Pat
 def test_not_a_saved_model(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a SavedModel directory"):
         convert_detector(tmp_path, tmp_path, tmp_path / "model")
+
+
+def test_od_api_style_reversed_returns_still_give_standard_order(tmp_path: Path) -> None:
+    """The OD API's exporter returns the postprocess outputs reversed; the model must still come out in op order."""
+    from edgekit.convert.detect._tf import import_tf
+    from edgekit.convert.detect.export import PostprocessParams
+    from edgekit.convert.detect.savedmodel import read_detector_saved_model
+    from edgekit.convert.detect.tflite import convert_saved_model, describe
+
+    tf, keras = import_tf()
+    # A tiny stand-in for an SSD: 8x8 cells, one anchor each, 4 classes plus background.
+    image = keras.Input((32, 32, 3), batch_size=1)
+    features = keras.layers.Conv2D(8, 3, strides=4, padding="same", activation="relu")(image)
+    boxes = keras.layers.Reshape((64, 4))(keras.layers.Conv2D(4, 1)(features))
+    logits = keras.layers.Reshape((64, 5))(keras.layers.Conv2D(5, 1)(features))
+    model = keras.Model(image, [boxes, logits])
+    centres = (np.arange(8, dtype=np.float32) + 0.5) / 8
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    anchors = np.stack([cy.ravel(), cx.ravel(), np.full(64, 0.25), np.full(64, 0.25)], axis=1).astype(np.float32)
+    params = PostprocessParams(num_classes=4, max_detections=7)
+
+    @tf.function(experimental_implements=params.implements_signature())
+    def postprocess(box_encodings: object, class_predictions: object, anchors: object) -> object:
+        zero = tf.constant(0.0, dtype=tf.float32)
+        return zero, zero, zero, zero
+
+    module = tf.Module()
+    module.model = model
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32, name="input")])
+    def serve(x: object) -> object:
+        b, c = module.model(x, training=False)
+        return postprocess(b, tf.nn.sigmoid(c), tf.constant(anchors))[::-1]
+
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures=serve.get_concrete_function())
+    spec = read_detector_saved_model(tmp_path / "sm")
+    assert spec.num_classes == 4 and spec.input_size == (32, 32)
+    assert spec.postprocess["max_detections"] == 7 and spec.postprocess["y_scale"] == 10.0
+    info = describe(convert_saved_model(str(tmp_path / "sm"), None))
+    assert [o.shape for o in info.outputs] == [(1, 7, 4), (1, 7), (1, 7), (1,)]

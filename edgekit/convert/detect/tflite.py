@@ -236,6 +236,11 @@ class TfliteDetector:
         shape = self._input["shape"]
         return int(shape[1]), int(shape[2])
 
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the outputs as the interpreter allocated them, in model output order."""
+        return [tuple(int(d) for d in detail["shape"]) for detail in self._interp.get_output_details()]
+
     def detect(self, image: npt.NDArray[np.uint8]) -> ImageBoxes:
         """Detect objects in one image already resized to the input size.
 
