@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgekit.convert.detect.demo import Recipe, trained_shape_detector
-from edgekit.convert.detect.pipeline import DetectReport, convert_detector
+from edgekit.convert.detect.pipeline import DetectReport, convert_detector, render_report
 from edgekit.convert.detect.scenes import SHAPE_CLASSES, load_photos, make_scenes, write_eval_folder
 from edgekit.errors import InputError, ModelError
 
@@ -115,6 +115,15 @@ def test_manifest_and_report(converted: DetectReport) -> None:
     report = json.loads((converted.out_dir / "report.json").read_text())
     assert report["int8_map"]["map50"] == pytest.approx(converted.int8_map.map50)  # type: ignore[union-attr]
     assert report["calib_images"] == 40 and report["calib_skipped"] == 0
+    text = render_report(converted)
+    assert "mAP@0.5:0.95" in text and "TFLite_Detection_PostProcess 1" in text
+    assert f"{converted.int8_map.map50:12.4f}" in text  # type: ignore[union-attr]
+
+
+def test_trained_detector_is_recognised(shape_detector: Path) -> None:
+    from edgekit.convert.detect.savedmodel import is_detector_saved_model
+
+    assert is_detector_saved_model(shape_detector)
 
 
 def test_detector_is_built_with_legacy_keras() -> None:
@@ -148,6 +157,10 @@ def test_classifier_saved_model_points_to_classify(tmp_path: Path, scene_folders
     assert "serving_default takes" in message and "[1, 32, 32, 3]" in message and "[1, 5]" in message
     assert "use --task classify" in message and "\n" not in message
     _assert_nothing_written(out)
+    from edgekit.convert.detect.savedmodel import is_detector_saved_model
+
+    assert not is_detector_saved_model(tmp_path / "classifier")
+    assert not is_detector_saved_model(tmp_path)
 
 
 def test_label_count_mismatch_names_file_and_counts(

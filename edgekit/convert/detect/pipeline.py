@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,6 @@ class DetectReport:
     eval_images: int = 0
     float_map: MapResult | None = None
     int8_map: MapResult | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
@@ -200,6 +199,38 @@ def convert_detector(
     )
     _write_output(out, int8_model, names, manifest, report)
     return report
+
+
+def render_report(report: DetectReport) -> str:
+    """The report as a plain-text table for a terminal (the CLI prints it; library code does not).
+
+    Args:
+        report: the report.
+
+    Returns:
+        Lines joined by newlines, no trailing newline.
+    """
+    h, w = report.input_size
+    lines = [
+        f"detector {w}x{h}, {len(report.labels)} classes; {report.calib_images} calibration images"
+        + (f" ({report.calib_skipped} unreadable skipped)" if report.calib_skipped else "")
+        + f"; converted in {report.seconds:.1f} s",
+        f"{'':24}{'float':>12}{'int8':>12}",
+        f"{'size (bytes)':24}{report.float_bytes:12d}{report.int8_bytes:12d}",
+    ]
+    if report.float_map is not None and report.int8_map is not None:
+        lines.append(f"{'mAP@0.5':24}{report.float_map.map50:12.4f}{report.int8_map.map50:12.4f}")
+        lines.append(f"{'mAP@0.5:0.95':24}{report.float_map.map50_95:12.4f}{report.int8_map.map50_95:12.4f}")
+        pairs = zip(report.float_map.ap50_per_class, report.int8_map.ap50_per_class, strict=True)
+        for name, (a, b) in zip(report.labels, pairs, strict=True):
+            if a is not None and b is not None:
+                lines.append(f"{'  AP@0.5 ' + name:24}{a:12.4f}{b:12.4f}")
+        lines.append(f"({report.eval_images} evaluation images)")
+    else:
+        lines.append("(no --eval images: mAP not measured)")
+    ops = ", ".join(f"{k} {v}" for k, v in sorted(report.ops.items(), key=lambda kv: -kv[1]))
+    lines.append(f"ops: {ops}")
+    return "\n".join(lines)
 
 
 def evaluate_pair(

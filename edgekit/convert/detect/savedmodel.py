@@ -57,30 +57,10 @@ def read_detector_saved_model(path: str | Path) -> DetectorSavedModel:
         ModelError: no postprocess function (says what was found instead), or an input that is not one
             fixed-size float image.
     """
-    import_tf()
-    from google.protobuf import text_format
-    from tensorflow.core.framework import attr_value_pb2, types_pb2
-    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.core.framework import types_pb2
 
     root = Path(path)
-    pb, pbtxt = root / "saved_model.pb", root / "saved_model.pbtxt"
-    proto = saved_model_pb2.SavedModel()
-    try:
-        if pb.is_file():
-            proto.ParseFromString(pb.read_bytes())
-        elif pbtxt.is_file():
-            text_format.Parse(pbtxt.read_text(encoding="utf-8"), proto)
-        else:
-            raise InputError(f"{root}: not a SavedModel directory (no saved_model.pb)")
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
-        raise ModelError(f"{root}: unreadable SavedModel ({exc})") from None
-    except Exception as exc:  # protobuf's DecodeError is not exported under a stable name
-        if isinstance(exc, InputError):
-            raise
-        raise ModelError(f"{root}: unreadable SavedModel ({type(exc).__name__})") from None
-    if not proto.meta_graphs:
-        raise ModelError(f"{root}: SavedModel has no graph")
-    graph = proto.meta_graphs[0]
+    graph = _load_graph(root)
     signatures = dict(graph.signature_def)
 
     def dtype(enum: int) -> str:
@@ -99,22 +79,7 @@ def read_detector_saved_model(path: str | Path) -> DetectorSavedModel:
         outs = ", ".join(f"{n} {list(shape(i))}" for n, i in sorted(sig.outputs.items()))
         return f"{SIGNATURE} takes {ins} and returns {outs}"
 
-    attrs: dict[str, Any] | None = None
-    for func in graph.graph_def.library.function:
-        value = func.attr.get("_implements")
-        if value is None:
-            continue
-        spec = attr_value_pb2.NameAttrList()
-        if value.HasField("func"):
-            spec = value.func
-        elif value.s:
-            try:
-                text_format.Parse(value.s.decode("utf-8", "replace"), spec)
-            except text_format.ParseError:
-                spec.name = value.s.decode("utf-8", "replace")
-        if spec.name == POSTPROCESS_OP:
-            attrs = {k: _attr_value(v) for k, v in spec.attr.items()}
-            break
+    attrs = _postprocess_attrs(graph)
     if attrs is None:
         raise ModelError(
             f"{root}: no {POSTPROCESS_OP} function, so this is not an SSD exported for TFLite "
@@ -135,6 +100,67 @@ def read_detector_saved_model(path: str | Path) -> DetectorSavedModel:
             "float32 image [1, height, width, 3] of fixed size (export_tflite_graph_tf2 exports it so)"
         )
     return DetectorSavedModel(root, name, dims, attrs)
+
+
+def is_detector_saved_model(path: str | Path) -> bool:
+    """Whether ``path`` is a SavedModel with the fused postprocess function (for choosing ``--task``).
+
+    Args:
+        path: a directory.
+
+    Returns:
+        True when the graph holds a function implementing ``TFLite_Detection_PostProcess``.
+    """
+    try:
+        graph = _load_graph(Path(path))
+    except (InputError, ModelError):
+        return False
+    return _postprocess_attrs(graph) is not None
+
+
+def _load_graph(root: Path) -> Any:
+    import_tf()
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb, pbtxt = root / "saved_model.pb", root / "saved_model.pbtxt"
+    proto = saved_model_pb2.SavedModel()
+    if not (pb.is_file() or pbtxt.is_file()):
+        raise InputError(f"{root}: not a SavedModel directory (no saved_model.pb)")
+    try:
+        if pb.is_file():
+            proto.ParseFromString(pb.read_bytes())
+        else:
+            text_format.Parse(pbtxt.read_text(encoding="utf-8"), proto)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
+        raise ModelError(f"{root}: unreadable SavedModel ({exc})") from None
+    except Exception as exc:  # protobuf's DecodeError is not exported under a stable name
+        raise ModelError(f"{root}: unreadable SavedModel ({type(exc).__name__})") from None
+    if not proto.meta_graphs:
+        raise ModelError(f"{root}: SavedModel has no graph")
+    return proto.meta_graphs[0]
+
+
+def _postprocess_attrs(graph: Any) -> dict[str, Any] | None:
+    from google.protobuf import text_format
+    from tensorflow.core.framework import attr_value_pb2
+
+    for func in graph.graph_def.library.function:
+        value = func.attr.get("_implements")
+        if value is None:
+            continue
+        # tf.function stores a NameAttrList text as a func attr; a bare name stays a string.
+        spec = attr_value_pb2.NameAttrList()
+        if value.HasField("func"):
+            spec = value.func
+        elif value.s:
+            try:
+                text_format.Parse(value.s.decode("utf-8", "replace"), spec)
+            except text_format.ParseError:
+                spec.name = value.s.decode("utf-8", "replace")
+        if spec.name == POSTPROCESS_OP:
+            return {k: _attr_value(v) for k, v in spec.attr.items()}
+    return None
 
 
 def _attr_value(value: Any) -> Any:
