@@ -105,7 +105,9 @@ def parse_spec(spec: str, mqtt: MqttConfig, device_id: str) -> BrokerAddress:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError:
         raise ConfigError(f"sink {spec!r}: the port is not a number from 1 to 65535") from None
-    if parts.query or parts.fragment:
+    if "#" in spec or "+" in parts.path:
+        raise ConfigError(f"sink {spec!r}: the topic prefix must not contain the MQTT wildcards + or #")
+    if parts.query:
         raise ConfigError(f"sink {spec!r}: options go in the [mqtt] section of the config, not in the URL")
     prefix = unquote(parts.path).strip("/") or mqtt.topic_prefix.strip("/") or f"edgekit/{device_id}"
     where = f"sink {spec!r}" if unquote(parts.path).strip("/") else "mqtt.topic_prefix"
