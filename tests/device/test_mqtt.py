@@ -320,20 +320,31 @@ def publisher(port: int, queue_dir: str = "", count: int = 0) -> subprocess.Pope
     assert proc.stdout is not None
     line = proc.stdout.readline()
     proc.stdout.close()
-    assert line.startswith("ready"), line
+    if not line.startswith("ready"):
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"the publisher subprocess did not start: {line!r}")
     return proc
+
+
+def retained_becomes(port: int, topic: str, value: bytes, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if retained(port, topic, timeout=1) == value:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_sigkill_leaves_offline_retained_by_the_last_will(mosquitto: Any) -> None:
     broker: Broker = mosquitto()
     proc = publisher(broker.port)
-    assert retained(broker.port, "w/status") == b"online"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    deadline = time.monotonic() + 5
-    while retained(broker.port, "w/status", timeout=1) != b"offline" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert retained(broker.port, "w/status") == b"offline"
+    try:
+        assert retained_becomes(broker.port, "w/status", b"online")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert retained_becomes(broker.port, "w/status", b"offline")
 
 
 def test_spool_survives_a_killed_process(tmp_path: Path, sinks: list[MqttSink], subscribers: Any) -> None:

@@ -1,7 +1,8 @@
 """MQTT sink: results and stats to a broker (paho-mqtt 2), queued while it is away, nothing lost across restarts.
 
-Three threads meet here. The frame loop calls `publish_result`/`publish_stats`, which only serialise and
-enqueue. A sender thread hands queued messages to paho, at most `max_inflight` unacknowledged at a time. Paho's
+Three threads meet here. The frame loop calls `publish_result`/`publish_stats`, which serialise and enqueue,
+and hand the message to paho right away when nothing is waiting before it. A sender thread drains any backlog;
+at most `max_inflight` messages are unacknowledged at a time. Paho's
 network thread (`loop_start`) connects, reconnects with capped exponential backoff and calls back on CONNACK,
 PUBACK and disconnects. A message leaves the queue only when the broker has acknowledged it: paho re-sends the
 unacknowledged ones after a reconnect (with the DUP flag), and the sender waits for those before sending newer
@@ -234,7 +235,11 @@ class MqttSink:
         self._qos = mqtt.qos
         self._status_topic = f"{address.prefix}/status"
         self.client_id = mqtt.client_id or f"edgekit-{device_id}" + (f"-{self._camera}" if self._camera else "")
-        self._cond = threading.Condition()
+        # One lock, two conditions: close() waits on _cond for the queue to drain; the sender waits on _wake and
+        # is woken only when it can send, not on every acknowledgement (a wake-up costs more than a publish).
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._wake = threading.Condition(lock)
         self._queue: MessageQueue = self._open_queue()
         # Sent to paho, not yet acknowledged: mid -> the queued message, or None for status/discovery messages.
         self._inflight: dict[int, Message | None] = {}
@@ -243,6 +248,7 @@ class MqttSink:
         self._connected = False
         self._resumed = True  # False after a reconnect until paho's re-sent messages are acknowledged
         self._stopping = False
+        self._handing = False  # a thread is between taking a message and registering its mid (keeps order)
         self._failure: SinkError | None = None
         self._first_answer = threading.Event()
         self._cameras: dict[str, str] = {}  # camera topic level -> task, for Home Assistant discovery
@@ -312,7 +318,7 @@ class MqttSink:
                     break
                 self._cond.wait(remaining)
             self._stopping = True
-            self._cond.notify_all()
+            self._changed()
         if self._sender.is_alive():
             self._sender.join()
         if self._connected:
@@ -425,7 +431,7 @@ class MqttSink:
     def _stop_quietly(self) -> None:
         with self._cond:
             self._stopping = True
-            self._cond.notify_all()
+            self._changed()
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -458,7 +464,16 @@ class MqttSink:
                         self._cfg.queue_size,
                         "oldest" if self._cfg.queue_policy == "drop_oldest" else "newest",
                     )
-            self._cond.notify_all()
+            message = None
+            if not self._handing and self._ready():
+                # Fast path: the window is open, so hand the oldest message to paho from this thread; waking
+                # the sender for every record would cost more than the publish itself.
+                message = self._queue.take()
+                self._handing = message is not None
+            if self._queue.pending:
+                self._changed()
+        if message is not None:
+            self._hand(message)
 
     # --- the sender thread ----------------------------------------------------------------------------------
 
@@ -466,20 +481,37 @@ class MqttSink:
         window_open = self._qos == 0 or len(self._inflight) < self._cfg.max_inflight
         return self._connected and self._resumed and window_open and self._queue.pending > 0
 
+    def _changed(self) -> None:
+        """State changed (lock held): wake close() if it waits, and the sender if it can now send."""
+        self._cond.notify_all()
+        if self._stopping or (not self._handing and self._ready()):
+            self._wake.notify()
+
     def _send_loop(self) -> None:
+        """Drain the backlog (after a reconnect, or while the window was full) in order."""
         while True:
             with self._cond:
-                while not self._stopping and not self._ready():
-                    self._cond.wait()
+                while not self._stopping and (self._handing or not self._ready()):
+                    self._wake.wait()
                 if self._stopping:
                     return
                 message = self._queue.take()
-            if message is None:
-                continue
-            client = self._client
+                self._handing = message is not None
+            if message is not None:
+                self._hand(message)
+
+    def _hand(self, message: Message) -> None:
+        """Publish a message taken from the queue; the caller holds the `_handing` token, which keeps order."""
+        client = self._client
+        try:
             assert client is not None
             info = client.publish(message.topic, message.payload, self._qos, message.retain, self._properties)
-            self._track(info.mid, message)
+        except BaseException:
+            with self._cond:
+                self._handing = False
+                self._changed()
+            raise
+        self._track(info.mid, message)
 
     def _publish_control(self, topic: str, payload: bytes, retain: bool) -> int:
         """Publish a status or discovery message outside the queue; returns its mid."""
@@ -491,6 +523,9 @@ class MqttSink:
 
     def _track(self, mid: int, message: Message | None) -> None:
         with self._cond:
+            if message is not None:
+                self._handing = False
+                self._changed()
             if self._qos == 0:
                 # QoS 0 has no acknowledgement: handed to the socket is as delivered as it gets.
                 if message is not None:
@@ -510,7 +545,7 @@ class MqttSink:
             self._count["rejected" if failed else "sent"] += 1
         if not self._inflight:
             self._resumed = True
-        self._cond.notify_all()
+        self._changed()
 
     # --- paho's network thread ------------------------------------------------------------------------------
 
@@ -540,7 +575,7 @@ class MqttSink:
                 self._count["reconnects"] += 1
             self._resumed = not self._inflight
             queued = self._queue.pending + len(self._inflight)
-            self._cond.notify_all()
+            self._changed()
         if reconnect:
             down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
             logger.warning("%s: reconnected after %.1f s; sending %d queued records", self.name, down, queued)
@@ -597,7 +632,7 @@ class MqttSink:
             self._connected = False
             if was_connected:
                 self._count["resent"] += sum(1 for m in self._inflight.values() if m is not None)
-            self._cond.notify_all()
+            self._changed()
         if not was_connected or self._stopping:
             return
         self._down_since = time.monotonic()
@@ -634,7 +669,7 @@ class MqttSink:
         logger.error("%s", failure.message)
         with self._cond:
             self._failure = failure
-            self._cond.notify_all()
+            self._changed()
         if self._client is not None:
             self._client.disconnect()  # ends paho's reconnect loop: retrying cannot fix this
         self._first_answer.set()
