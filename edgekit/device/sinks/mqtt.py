@@ -666,7 +666,8 @@ class MqttSink:
                 self._publish_discovery(camera, task)
 
     def _fail(self, failure: SinkError) -> None:
-        logger.error("%s", failure.message)
+        # Not logged as an error here: it is raised from create() or the next publish, and the CLI prints it.
+        logger.debug("%s", failure.message)
         with self._cond:
             self._failure = failure
             self._changed()
