@@ -174,3 +174,12 @@ def test_home_assistant_configs() -> None:
     detect = discovery_configs("ha", "p", "d", "yard", "detect")
     assert [t.rsplit("/", 2)[1] for t, _ in detect] == ["yard_label", "yard_score", "yard_count"]
     assert "value_json.detections[0].score" in detect[1][1]["value_template"]
+
+
+def test_a_bad_ca_file_fails_cleanly_and_releases_the_spool(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    overrides = {"mqtt.ca_file": str(bad), "mqtt.queue_dir": str(tmp_path / "spool")}
+    for _ in range(2):  # the second attempt would say "in use by another edgekit process" if the lock leaked
+        with pytest.raises(ConfigError, match=r"mqtt.ca_file: .*ca.pem: not a PEM CA certificate"):
+            create("mqtts://127.0.0.1:1/x", load_config(None, overrides))

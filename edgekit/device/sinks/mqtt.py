@@ -356,6 +356,13 @@ class MqttSink:
             SinkError: the broker refused the connection or its TLS certificate is not trusted.
         """
         try:
+            self._start()
+        except BaseException:
+            self._stop_quietly()  # release the queue (and its lock file) and any thread already started
+            raise
+
+    def _start(self) -> None:
+        try:
             import paho.mqtt.client as paho
             from paho.mqtt.enums import CallbackAPIVersion
         except ImportError:
@@ -411,9 +418,7 @@ class MqttSink:
         self._sender.start()
         answered = self._first_answer.wait(cfg.connect_timeout)
         if self._failure is not None:
-            failure = self._failure
-            self._stop_quietly()
-            raise failure
+            raise self._failure
         if not answered:
             logger.warning(
                 "%s: no answer within %.0f s; records are queued until the broker answers",
