@@ -103,8 +103,8 @@ def sustained(broker: Broker, rate: float, seconds: float) -> dict[str, float]:
     }
 
 
-def frame_cost(broker: Broker | None, frames: int, **overrides: Any) -> tuple[float, float]:
-    """At 30 fps: (process CPU per frame spent by the sink incl. its threads, caller's p99 publish time), in s."""
+def frame_cost(broker: Broker | None, frames: int, **overrides: Any) -> tuple[float, float, float]:
+    """At 30 fps: process CPU per frame (all threads), the caller's mean and p99 publish time, in s."""
     sink = sink_for(broker, **overrides) if broker is not None else None
     calls: list[float] = []
     cpu0 = time.process_time()
@@ -122,8 +122,9 @@ def frame_cost(broker: Broker | None, frames: int, **overrides: Any) -> tuple[fl
     cpu = time.process_time() - cpu0
     if sink is not None:
         sink.close()
-    p99 = statistics.quantiles(calls, n=100)[98] if calls else 0.0
-    return cpu / frames, p99
+    if not calls:
+        return cpu / frames, 0.0, 0.0
+    return cpu / frames, statistics.fmean(calls), statistics.quantiles(calls, n=100)[98]
 
 
 def restarts(folder: Path, count: int, kills: int) -> dict[str, float]:
@@ -186,12 +187,13 @@ def main() -> int:
             grew = s["rss_growth_mb"]
             rows.append(("sustained: RSS growth", f"{grew:+.1f} MB (RSS {s['rss_mb']:.0f} MB)", "< 5 MB", grew < 5))
             frames = int(300 * scale)
-            idle_cpu, _ = frame_cost(None, frames)
+            idle_cpu, _, _ = frame_cost(None, frames)
             for label, overrides in (("memory queue", {}), ("queue_dir", {"queue_dir": str(Path(tmp) / "s30")})):
-                cpu, p99 = frame_cost(broker, frames, **overrides)
+                cpu, mean, p99 = frame_cost(broker, frames, **overrides)
                 share = (cpu - idle_cpu) / FRAME_BUDGET_S
                 rows.append((f"30 fps, {label}: sink CPU/frame", f"{share:.2%} of 33.3 ms", "< 3%", share < 0.03))
-                rows.append((f"30 fps, {label}: publish p99", f"{p99 * 1e6:,.0f} µs", "(caller's wait)", True))
+                call = f"{mean * 1e6:,.0f} / {p99 * 1e6:,.0f} µs"
+                rows.append((f"30 fps, {label}: publish call mean/p99", call, "(reported)", True))
         finally:
             broker.stop()
         loss = restarts(Path(tmp) / "restarts", int(6000 * scale), kills=3)

@@ -8,7 +8,7 @@ import pytest
 
 from edgekit.config import MqttConfig, load_config
 from edgekit.device.sinks.mqtt import BrokerAddress, create, discovery_configs, parse_spec, topic_level
-from edgekit.device.sinks.mqtt_queue import MemoryQueue, SpoolQueue
+from edgekit.device.sinks.mqtt_queue import DELETE_BATCH, MemoryQueue, SpoolQueue
 from edgekit.errors import ConfigError, SinkError
 
 
@@ -183,3 +183,19 @@ def test_a_bad_ca_file_fails_cleanly_and_releases_the_spool(tmp_path: Path) -> N
     for _ in range(2):  # the second attempt would say "in use by another edgekit process" if the lock leaked
         with pytest.raises(ConfigError, match=r"mqtt.ca_file: .*ca.pem: not a PEM CA certificate"):
             create("mqtts://127.0.0.1:1/x", load_config(None, overrides))
+
+
+def test_spool_deletes_acknowledged_messages_in_batches(tmp_path: Path) -> None:
+    queue = SpoolQueue(tmp_path, "q", 1000, "drop_oldest")
+    for i in range(40):
+        queue.put("t", str(i).encode(), False)
+        message = queue.take()
+        assert message is not None and message.payload == str(i).encode()
+        queue.done(message)
+    rows = queue._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    assert rows == 40 - DELETE_BATCH  # one batch deleted, the rest waits for the next batch or close()
+    queue.close()
+    queue.close()  # idempotent
+    again = SpoolQueue(tmp_path, "q", 1000, "drop_oldest")
+    assert again.restored == 0 and again.take() is None
+    again.close()
