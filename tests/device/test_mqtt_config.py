@@ -199,3 +199,28 @@ def test_spool_deletes_acknowledged_messages_in_batches(tmp_path: Path) -> None:
     again = SpoolQueue(tmp_path, "q", 1000, "drop_oldest")
     assert again.restored == 0 and again.take() is None
     again.close()
+
+
+@pytest.mark.parametrize("task", ["classify", "detect"])
+def test_home_assistant_templates_render_real_records(task: str) -> None:
+    # Home Assistant renders value_template with Jinja2, `value_json` being the parsed payload.
+    import jinja2  # the dev extra
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    items = "detections" if task == "detect" else "classes"
+    hit = {"id": 1, "label": "person", "score": 0.87654}
+    full = {"type": "result", "task": task, items: [hit, {**hit, "label": "dog", "score": 0.5}]}
+    empty = {"type": "result", "task": task, items: []}
+    rendered = {
+        topic.rsplit("/", 2)[1].split("_")[-1]: (
+            env.from_string(config["value_template"]).render(value_json=full),
+            env.from_string(config["value_template"]).render(value_json=empty),
+        )
+        for topic, config in discovery_configs("homeassistant", "p", "d", "cam", task)
+    }
+    assert rendered["label"] == ("person", "none")
+    assert rendered["score"] == ("0.877", "0")
+    if task == "detect":
+        assert rendered["count"] == ("2", "0")
+    else:
+        assert "count" not in rendered
