@@ -387,3 +387,17 @@ def test_home_assistant_discovery_is_retained(mosquitto: Any, sinks: list[MqttSi
     count = retained(broker.port, f"{base}/yard_count/config")
     assert count is not None and json.loads(count)["value_template"] == "{{ value_json.detections | length }}"
     assert retained(broker.port, f"{base}/yard_score/config") is not None
+
+
+def test_two_clients_with_one_client_id_back_off_instead_of_fighting(mosquitto: Any, caplog: Any) -> None:
+    broker: Broker = mosquitto()
+    cfg = load_config(None, {"mqtt.client_id": "cam-1", "mqtt.reconnect_min": 0.05, "mqtt.reconnect_max": 2.0})
+    with caplog.at_level(logging.WARNING):
+        first = create(f"mqtt://127.0.0.1:{broker.port}/a", cfg)
+        second = create(f"mqtt://127.0.0.1:{broker.port}/b", cfg)  # the broker drops `first` for it, and so on
+        time.sleep(3.0)
+        first.close()
+        second.close()
+    assert "is another client using client id 'cam-1'?" in caplog.text
+    # Without backoff each would reconnect every 0.05-0.075 s: about 80 connections in 3 s.
+    assert broker.connect_attempts() < 25

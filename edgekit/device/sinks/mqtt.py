@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PASSWORD_CREDENTIAL = "mqtt_password"
+_FLAP_SECONDS = 10.0  # a connection closed sooner than this after CONNACK counts as a flap
+_FLAPS_TO_WARN = 3
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 USAGE = "mqtt://[user@]host[:port]/topic-prefix or mqtts://..."
 
@@ -254,6 +256,9 @@ class MqttSink:
         self._cameras: dict[str, str] = {}  # camera topic level -> task, for Home Assistant discovery
         self._down_since: float | None = None
         self._failed_attempts = 0
+        self._connected_at = 0.0
+        self._flaps = 0  # connections in a row that the broker closed soon after accepting them
+        self._first_delay = mqtt.reconnect_min
         self._warned_full = False
         self._count = {"sent": 0, "dropped": 0, "rejected": 0, "reconnects": 0, "resent": 0, "connections": 0}
         restored = getattr(self._queue, "restored", 0)
@@ -382,6 +387,7 @@ class MqttSink:
         client.max_queued_messages_set(0)
         # Jitter: a fleet of Pis whose broker restarts should not all come back in the same second.
         first_delay = cfg.reconnect_min * random.uniform(1.0, 1.5)
+        self._first_delay = first_delay
         # Paho annotates the delays as int but only compares, doubles and sleeps on them: fractions work.
         client.reconnect_delay_set(first_delay, cfg.reconnect_max)  # type: ignore[arg-type]
         client.will_set(self._status_topic, b"offline", qos=self._qos, retain=True)
@@ -581,9 +587,11 @@ class MqttSink:
             self._resumed = not self._inflight
             queued = self._queue.pending + len(self._inflight)
             self._changed()
+        self._connected_at = time.monotonic()
         if reconnect:
-            down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
-            logger.warning("%s: reconnected after %.1f s; sending %d queued records", self.name, down, queued)
+            down = self._connected_at - self._down_since if self._down_since is not None else 0.0
+            log = logger.debug if self._flaps >= _FLAPS_TO_WARN else logger.warning
+            log("%s: reconnected after %.1f s; sending %d queued records", self.name, down, queued)
         else:
             logger.info("%s: connected", self.name)
         self._down_since = None
@@ -648,6 +656,19 @@ class MqttSink:
                     "give each edgekit process its own mqtt.client_id"
                 )
             )
+            return
+        # Paho restarts its backoff at every accepted CONNACK, so a broker that closes each connection soon after
+        # accepting it (another client with our id, a kicking ACL plugin) would see us back every reconnect_min.
+        self._flaps = self._flaps + 1 if self._down_since - self._connected_at < _FLAP_SECONDS else 0
+        delay = min(self._first_delay * 2**self._flaps, self._cfg.reconnect_max)
+        client.reconnect_delay_set(delay, self._cfg.reconnect_max)
+        if self._flaps == _FLAPS_TO_WARN:
+            logger.warning(
+                "%s: the broker keeps closing the connection soon after accepting it; is another client using "
+                "client id %r? (give each edgekit process its own mqtt.client_id); backing off up to %g s",
+                self.name, self.client_id, self._cfg.reconnect_max,
+            )  # fmt: skip
+        if self._flaps >= _FLAPS_TO_WARN:
             return
         why = "" if str(reason_code) == "Unspecified error" else f" ({reason_code})"
         logger.warning("%s: connection lost%s; queueing and reconnecting", self.name, why)
