@@ -111,6 +111,19 @@ class Broker:
                 self.proc.wait(10)
         self.proc = None
 
+    def save_sessions(self, *subscribers: Subscriber) -> None:
+        """Restart gracefully, which makes mosquitto write its persistence now, and wait for the subscribers.
+
+        Its periodic autosave may not have run yet, and a SIGKILL before it would lose their sessions.
+        """
+        for sub in subscribers:
+            sub.subscribed.clear()
+        self.stop()
+        self.start()
+        for sub in subscribers:
+            if not sub.subscribed.wait(10):
+                raise RuntimeError("the subscriber did not come back after the broker restarted")
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

@@ -153,27 +153,40 @@ def test_mqtt5_marks_payloads_as_json(mosquitto: Any, sinks: list[MqttSink], pro
     assert got[0].properties.ContentType == "application/json"
 
 
-def test_broker_killed_and_restarted_loses_nothing(mosquitto: Any, sinks: list[MqttSink], subscribers: Any) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_broker_restarted_mid_run_loses_nothing(
+    mosquitto: Any, sinks: list[MqttSink], subscribers: Any, how: str
+) -> None:
     broker: Broker = mosquitto(persistence=True)
-    sink = create(f"mqtt://127.0.0.1:{broker.port}/r", config())
-    sinks.append(sink)
     # A persistent QoS-1 session: the broker keeps what arrives while this subscriber reconnects.
     sub = subscribers(broker.port, "r/+/result", client_id="restart-watcher")
-    time.sleep(1.2)  # mosquitto saves its persistence every second: let it record the subscription
-    total = 1500
+    broker.save_sessions(sub)
+    sink = create(f"mqtt://127.0.0.1:{broker.port}/r", config())
+    sinks.append(sink)
+    total, restarts = 1500, (400, 900)
     for seq in range(total):
         sink.publish_result(result(seq))
-        if seq in (400, 900):
-            broker.kill()  # SIGKILL, with messages in flight
+        if seq in restarts:
+            if how == "SIGKILL":
+                broker.kill()  # with messages in flight, either way
+            else:
+                broker.stop()
             time.sleep(0.3)  # records keep coming while the broker is down: they queue
             broker.start()  # same port, same persistence
         time.sleep(0.0005)
-    assert sub.wait_for(lambda: {p["seq"] for p in sub.payloads("/result")} >= set(range(total)), timeout=20)
-    seen = [p["seq"] for p in sub.payloads("/result")]
-    assert set(seen) == set(range(total))  # every one at least once, none missing
+    sub.wait_for(lambda: {p["seq"] for p in sub.payloads("/result")} >= set(range(total)), timeout=20)
     counters = settled(sink)
-    assert counters["sent"] == total and counters["dropped"] == 0 and counters["queued"] == 0
-    assert counters["reconnects"] == 2
+    missing = sorted(set(range(total)) - {p["seq"] for p in sub.payloads("/result")})
+    # The sink's side: the broker acknowledged every record, nothing dropped, both outages noticed.
+    assert counters["sent"] == total and counters["dropped"] == 0 and counters["queued"] == 0, counters
+    assert 1 <= counters["reconnects"] <= len(restarts)  # two outages close together can merge into one
+    if how == "SIGTERM":
+        assert not missing, f"missing {missing[:20]} (of {len(missing)}); sink counters {counters}"
+    else:
+        # mosquitto acknowledges a QoS-1 message before it has forwarded or saved it, so SIGKILL can lose a few
+        # that the broker had already accepted, just before it died; nothing else may be missing.
+        window = {s for r in restarts for s in range(r - 3 * config().mqtt.max_inflight, r + 1)}
+        assert set(missing) <= window, f"missing {missing[:20]} (of {len(missing)}); sink counters {counters}"
 
 
 @pytest.mark.parametrize(("policy", "kept"), [("drop_oldest", range(15, 25)), ("drop_newest", range(10))])
