@@ -1,8 +1,7 @@
 """MQTT sink: results and stats to a broker (paho-mqtt 2), queued while it is away, nothing lost across restarts.
 
-Three threads meet here. The frame loop calls `publish_result`/`publish_stats`, which serialise and enqueue,
-and hand the message to paho right away when nothing is waiting before it. A sender thread drains any backlog;
-at most `max_inflight` messages are unacknowledged at a time. Paho's
+Three threads meet here. The frame loop calls `publish_result`/`publish_stats`, which only serialise and
+enqueue. A sender thread hands queued messages to paho, at most `max_inflight` unacknowledged at a time. Paho's
 network thread (`loop_start`) connects, reconnects with capped exponential backoff and calls back on CONNACK,
 PUBACK and disconnects. A message leaves the queue only when the broker has acknowledged it: paho re-sends the
 unacknowledged ones after a reconnect (with the DUP flag), and the sender waits for those before sending newer
@@ -250,7 +249,6 @@ class MqttSink:
         self._connected = False
         self._resumed = True  # False after a reconnect until paho's re-sent messages are acknowledged
         self._stopping = False
-        self._handing = False  # a thread is between taking a message and registering its mid (keeps order)
         self._failure: SinkError | None = None
         self._first_answer = threading.Event()
         self._cameras: dict[str, str] = {}  # camera topic level -> task, for Home Assistant discovery
@@ -475,16 +473,9 @@ class MqttSink:
                         self._cfg.queue_size,
                         "oldest" if self._cfg.queue_policy == "drop_oldest" else "newest",
                     )
-            message = None
-            if not self._handing and self._ready():
-                # Fast path: the window is open, so hand the oldest message to paho from this thread; waking
-                # the sender for every record would cost more than the publish itself.
-                message = self._queue.take()
-                self._handing = message is not None
-            if self._queue.pending:
-                self._changed()
-        if message is not None:
-            self._hand(message)
+            # The frame loop stops here: calling paho from this thread would wake its network thread at once,
+            # and the frame loop would then wait for the GIL while that thread works (measured: 2x the time).
+            self._changed()
 
     # --- the sender thread ----------------------------------------------------------------------------------
 
@@ -495,34 +486,31 @@ class MqttSink:
     def _changed(self) -> None:
         """State changed (lock held): wake close() if it waits, and the sender if it can now send."""
         self._cond.notify_all()
-        if self._stopping or (not self._handing and self._ready()):
+        if self._stopping or self._ready():
             self._wake.notify()
 
     def _send_loop(self) -> None:
-        """Drain the backlog (after a reconnect, or while the window was full) in order."""
+        """Hand queued messages to paho, oldest first, while connected and the in-flight window has room."""
         while True:
             with self._cond:
-                while not self._stopping and (self._handing or not self._ready()):
+                while not self._stopping and not self._ready():
                     self._wake.wait()
                 if self._stopping:
                     return
                 message = self._queue.take()
-                self._handing = message is not None
-            if message is not None:
-                self._hand(message)
-
-    def _hand(self, message: Message) -> None:
-        """Publish a message taken from the queue; the caller holds the `_handing` token, which keeps order."""
-        client = self._client
-        try:
+            if message is None:
+                continue
+            client = self._client
             assert client is not None
-            info = client.publish(message.topic, message.payload, self._qos, message.retain, self._properties)
-        except BaseException:
-            with self._cond:
-                self._handing = False
-                self._changed()
-            raise
-        self._track(info.mid, message)
+            try:
+                info = client.publish(message.topic, message.payload, self._qos, message.retain, self._properties)
+            except Exception:  # a bug, not the network: never let it stop the sender and stall the queue
+                logger.exception("%s: cannot publish to %s; record dropped", self.name, message.topic)
+                with self._cond:
+                    self._queue.done(message)
+                    self._count["dropped"] += 1
+                continue
+            self._track(info.mid, message)
 
     def _publish_control(self, topic: str, payload: bytes, retain: bool) -> int:
         """Publish a status or discovery message outside the queue; returns its mid."""
@@ -534,9 +522,6 @@ class MqttSink:
 
     def _track(self, mid: int, message: Message | None) -> None:
         with self._cond:
-            if message is not None:
-                self._handing = False
-                self._changed()
             if self._qos == 0:
                 # QoS 0 has no acknowledgement: handed to the socket is as delivered as it gets.
                 if message is not None:
