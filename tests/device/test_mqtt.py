@@ -128,20 +128,21 @@ def test_every_result_arrives_in_order_with_the_schema(mosquitto: Any, sinks: li
     assert retained(broker.port, "site/pi3/status") == b"offline"  # a clean stop says so; the will does not fire
 
 
-@pytest.mark.parametrize("protocol", ["5"])
-def test_mqtt5_marks_payloads_as_json(mosquitto: Any, sinks: list[MqttSink], protocol: str) -> None:
+def test_mqtt5_marks_payloads_as_json(mosquitto: Any, sinks: list[MqttSink]) -> None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
     broker = mosquitto()
     got: list[Any] = []
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="v5-watcher", protocol=paho.MQTTv5)
+    subscribed = threading.Event()
     client.on_message = lambda c, u, m: got.append(m)
+    client.on_subscribe = lambda *args: subscribed.set()
     client.connect("127.0.0.1", broker.port)
     client.subscribe("v5/+/result", qos=1)
     client.loop_start()
-    time.sleep(0.3)
-    sink = create(f"mqtt://127.0.0.1:{broker.port}/v5", config(protocol=protocol))
+    assert subscribed.wait(10)
+    sink = create(f"mqtt://127.0.0.1:{broker.port}/v5", config(protocol="5"))
     sinks.append(sink)
     sink.publish_result(result(0))
     deadline = time.monotonic() + 5
