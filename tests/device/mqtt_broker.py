@@ -201,7 +201,7 @@ class Subscriber:
 
 
 def retained(port: int, topic: str, timeout: float = 5.0) -> bytes | None:
-    """The retained message on `topic`, read by a fresh clean-session client (None if there is none)."""
+    """The retained message on `topic`, read by a fresh clean-session client (None if none came in `timeout`)."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -212,17 +212,12 @@ def retained(port: int, topic: str, timeout: float = 5.0) -> bytes | None:
     def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         c.subscribe(topic, qos=1)
 
-    def on_subscribe(c: Any, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
-        # A retained message is delivered right after SUBACK; a ping round-trip later, there is none.
-        threading.Timer(0.3, done.set).start()
-
     def on_message(c: Any, userdata: Any, message: Any) -> None:
         if message.retain:
             got.append(bytes(message.payload))
             done.set()
 
     client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.connect("127.0.0.1", port, keepalive=10)
     client.loop_start()
