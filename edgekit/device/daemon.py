@@ -14,9 +14,7 @@ when it is not, the error is logged and the running configuration stays.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import os
 import signal
 import socket
 import threading
@@ -161,24 +159,10 @@ def open_io(parts: Parts, where: str = "config") -> Parts:
         parts.source = sources.create(run.source, parts.config, size=parts.model.input_size)
         for spec in run.sinks:
             parts.sinks.append(sinks.create(spec, parts.config))
-        parts.observers.extend(_observers(parts.config))
     except BaseException:
         parts.close()
         raise
     return parts
-
-
-def _observers(config: Config) -> list[Sink]:
-    """Sinks that must see every result: the systemd notifier when we run under systemd with Type=notify."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return []
-    try:
-        notify = importlib.import_module("edgekit.device.notify")
-    except ImportError:
-        logger.info("NOTIFY_SOCKET is set but this edgekit has no systemd notifier")
-        return []
-    notifier: Sink = notify.create(config)
-    return [notifier]
 
 
 @contextlib.contextmanager
@@ -231,8 +215,7 @@ def serve(
     def reload() -> None:
         if pipeline is not None:
             # No interrupt: the source stays usable if the new config turns out invalid.
-            pipeline.stop_reason = "reload"
-            pipeline._stop.set()
+            pipeline.stop("reload", interrupt=False)
 
     try:
         with _signals({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}):

@@ -109,6 +109,24 @@ class DeviceModel:
         del view
         return geometry
 
+    def prepare(self, image: np.ndarray, color: ColorOrder, out: np.ndarray) -> Geometry:
+        """Crop/resize/reorder a frame into ``out`` ((h, w, 3) uint8), on any thread; see `load_prepared`."""
+        return prepare(image, self.input_size, self.preprocess, color, out=out)[1]
+
+    def load_prepared(self, image: np.ndarray) -> None:
+        """Put an image made by `prepare` into the input tensor (a 150 KB copy, or the int8/LUT mapping)."""
+        view = self._input()[0]
+        if self._mode == "direct":
+            np.copyto(view, image)
+        elif self._mode == "xor":
+            np.bitwise_xor(image, 0x80, out=view.view(np.uint8))
+        else:
+            import cv2
+
+            assert self._lut is not None
+            cv2.LUT(image, self._lut, dst=view)
+        del view
+
     def invoke(self) -> None:
         """Run the model on the current input."""
         self.interpreter.invoke()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -18,6 +21,7 @@ from edgekit.device.sources.base import Frame, Source
 from edgekit.device.tasks.classify import Class, get_classes
 from edgekit.device.tasks.detect import Detection, get_detections
 from edgekit.errors import SinkError
+from edgekit.model.preprocess import Geometry
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +130,80 @@ def _percentiles(values: Iterable[float]) -> dict[str, float | None]:
     return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
 
 
+_END = object()
+
+
+class Prefetcher:
+    """Takes frames from an ordered source and preprocesses them on a second thread, one frame ahead.
+
+    For files and folders, throughput is the goal: cropping and resizing frame n+1 (about 1 ms for a 720p frame
+    with INTER_AREA) overlaps with inference on frame n, so the loop only copies the prepared image into the
+    input tensor. Live sources do not use it: a prepared frame waiting here would be one inference older than
+    the newest frame the camera has, so they are prepared in the loop instead (freshness over throughput).
+
+    Three buffers rotate: the loop reads one, one waits in the queue, the thread writes the third; the thread
+    can only reuse a buffer after the loop has taken the next one, i.e. finished copying the old one.
+    """
+
+    def __init__(self, source: Source, model: DeviceModel, stop: threading.Event) -> None:
+        h, w = model.input_size
+        self._buffers = [np.empty((h, w, 3), np.uint8) for _ in range(3)]
+        self._source, self._model, self._pipeline_stop = source, model, stop
+        self._closed = threading.Event()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _stopped(self) -> bool:
+        return self._pipeline_stop.is_set() or self._closed.is_set()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stopped():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            frames = iter(self._source)
+            for i in itertools.count():
+                frame = next(frames, None)
+                if frame is None or self._stopped():
+                    self._put(_END)
+                    return
+                t0 = time.monotonic()
+                buffer = self._buffers[i % 3]
+                geometry = self._model.prepare(frame.image, frame.color, buffer)
+                if not self._put((frame, buffer, geometry, time.monotonic() - t0)):
+                    return
+        except BaseException as exc:  # handed to the loop, which raises it on the main thread
+            self._put(exc)
+
+    def get(self) -> tuple[Frame, np.ndarray, Geometry, float] | None:
+        """The next prepared frame, or None at the end of the source or on stop."""
+        while not self._stopped():
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return None
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return None
+
+    def close(self) -> None:
+        self._closed.set()
+        # Empty the queue so that a thread blocked handing over its next frame sees the flag at once.
+        with contextlib.suppress(queue.Empty):
+            self._queue.get_nowait()
+        self._thread.join(timeout=5.0)
+
+
 class Pipeline:
     """Runs frames from one source through one model to the sinks until the source ends or `stop` is called.
 
@@ -167,13 +245,19 @@ class Pipeline:
 
     # --- control (safe to call from a signal handler) ------------------------------------------------------
 
-    def stop(self, reason: str = "stop") -> None:
-        """Ask the loop to finish after the current frame; also wakes a source waiting for a frame."""
+    def stop(self, reason: str = "stop", interrupt: bool = True) -> None:
+        """Ask the loop to finish after the current frame.
+
+        Args:
+            reason: what `run` returns.
+            interrupt: also wake a source waiting for a frame (which ends it); a reload passes False so the
+                source stays usable, and takes effect at the next frame.
+        """
         self.stop_reason = reason
         self._stop.set()
-        interrupt = getattr(self.source, "interrupt", None)
-        if interrupt is not None:
-            interrupt()
+        wake = getattr(self.source, "interrupt", None) if interrupt else None
+        if wake is not None:
+            wake()
 
     @property
     def stopping(self) -> bool:
@@ -192,7 +276,10 @@ class Pipeline:
         period = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
         next_due = time.monotonic()
         next_stats = time.monotonic() + settings.stats_interval if settings.stats_interval > 0 else float("inf")
-        frames = iter(self.source)
+        # Ordered sources (files, folders) are prepared one frame ahead on a second thread; live ones and paced
+        # runs are prepared in the loop, so each result is about the newest frame (see Prefetcher).
+        prefetch = Prefetcher(self.source, self.model, self._stop) if self._use_prefetch() else None
+        frames = iter(self.source) if prefetch is None else None
         reason = "end"
         try:
             while not self._stop.is_set():
@@ -203,10 +290,22 @@ class Pipeline:
                         break
                     next_due = max(next_due + period, time.monotonic())
                 t0 = time.monotonic()
-                frame = next(frames, None)
-                if frame is None or self._stop.is_set():
-                    break
-                self._process(frame, t0, time.monotonic())
+                if prefetch is not None:
+                    item = prefetch.get()
+                    if item is None or self._stop.is_set():
+                        break
+                    frame, image, geometry, prepared_s = item
+                    t1 = time.monotonic()
+                    self.model.load_prepared(image)
+                    self._process(frame, geometry, t0, t1, time.monotonic() + prepared_s)
+                else:
+                    assert frames is not None
+                    taken = next(frames, None)
+                    if taken is None or self._stop.is_set():
+                        break
+                    t1 = time.monotonic()
+                    geometry = self.model.set_input(taken.image, taken.color)
+                    self._process(taken, geometry, t0, t1, time.monotonic())
                 if settings.frames and self.seq >= settings.frames:
                     reason = "frames"
                     break
@@ -216,14 +315,24 @@ class Pipeline:
         except BrokenPipeError:
             logger.info("stdout was closed; stopping")
             return "closed"
+        finally:
+            if prefetch is not None:
+                prefetch.close()
         if self._stop.is_set():
             reason = self.stop_reason or "stop"
         return reason
 
-    def _process(self, frame: Frame, t0: float, t1: float) -> None:
+    def _use_prefetch(self) -> bool:
+        return bool(getattr(self.source, "ordered", False)) and self.settings.max_fps <= 0
+
+    def _process(self, frame: Frame, geometry: Geometry, t0: float, t1: float, t2: float) -> None:
+        """Invoke, postprocess and publish one frame whose input is in place.
+
+        ``t0``: the loop asked for the frame; ``t1``: it had it; ``t2 - t1``: preprocessing time (for a prefetched
+        frame, the time spent on the other thread plus the copy into the tensor).
+        """
         model = self.model
-        geometry = model.set_input(frame.image, frame.color)
-        t2 = time.monotonic()
+        t2_now = time.monotonic()
         model.invoke()
         t3 = time.monotonic()
         items, key = self._postprocess(geometry)
@@ -242,13 +351,13 @@ class Pipeline:
             "timing_ms": {
                 "capture": round((t1 - t0) * 1000, 2),
                 "preprocess": round((t2 - t1) * 1000, 2),
-                "inference": round((t3 - t2) * 1000, 2),
+                "inference": round((t3 - t2_now) * 1000, 2),
                 "postprocess": round((t4 - t3) * 1000, 2),
                 "total": round((t4 - t0) * 1000, 2),
             },
         }
         self._publish_result(record)
-        self.stats.add((t3 - t2) * 1000, (time.monotonic() - frame.monotonic) * 1000)
+        self.stats.add((t3 - t2_now) * 1000, (time.monotonic() - frame.monotonic) * 1000)
 
     def _classify(self, geometry: Any) -> tuple[list[dict[str, Any]], str]:
         classes: tuple[Class, ...] = get_classes(

@@ -15,6 +15,7 @@ Device strings (the same grammar as pycoral's ``make_interpreter``, with an expl
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import importlib
 import logging
 import os
@@ -200,6 +201,7 @@ def _probe_in_child(path: Path, allocate: bool) -> None:
         try:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 2)  # its runtime chatter would repeat the parent's
+            faulthandler.disable()  # a crash here is reported by the parent, in one line
             interpreter = module.Interpreter(model_path=str(path), num_threads=1)
             if allocate:
                 interpreter.allocate_tensors()

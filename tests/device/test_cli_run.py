@@ -167,3 +167,20 @@ def test_bench_prints_both_columns(runner: CliRunner, classifier_dir: Path) -> N
     assert result.exit_code == 0, result.output
     assert "invoke()" in result.output and "pipeline" in result.output
     assert "inference p50 ms" in result.output and "latency p95 ms" in result.output
+
+
+def test_a_closed_stdout_pipe_ends_the_run_quietly(classifier_dir: Path, video: Path) -> None:
+    # `edgekit run ... | head -n 2`: the reader leaves, the run ends with 0 and no "Exception ignored" noise.
+    run = subprocess.Popen(
+        [sys.executable, "-m", "edgekit", "run", "--model", str(classifier_dir), "--source", str(video)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert run.stdout is not None
+    first = run.stdout.readline()
+    run.stdout.close()
+    _, err = run.communicate(timeout=60)
+    assert first.startswith(b'{"type":"result"')
+    assert run.returncode == 0, err
+    assert b"Exception ignored" not in err and b"Traceback" not in err

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -221,3 +222,94 @@ def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as on a machine without it
     with pytest.raises(MissingExtra, match=r"picamera2 .* is not installed; install it with: sudo apt install"):
         sources.create("picamera2", Config())
+
+
+def test_video_cut_short_ends_cleanly(tmp_path: Path, video: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The header still says 270 frames, the data stops about halfway (a copy interrupted, a full SD card):
+    # the reader retries past the hole a few times, then ends the run instead of hanging or raising.
+    cut = tmp_path / "cut.avi"
+    data = video.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    source = sources.create(str(cut), Config())
+    try:
+        frames = list(source)
+    finally:
+        source.close()
+    assert 100 < len(frames) < 200
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert any("read failed" in r.message or "stopped at frame" in r.message for r in caplog.records)
+
+
+@pytest.fixture
+def http_video(video: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """The real video served over HTTP on loopback (a network camera's stream, as OpenCV/FFmpeg reads it)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(video.parent))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    yield url, stop
+    if thread.is_alive():
+        stop()
+
+
+def test_stream_that_ends_is_reopened(http_video: tuple[str, Callable[[], None]]) -> None:
+    url, _ = http_video
+    source = sources.create(url, Config())
+    seen = 0
+    deadline = time.monotonic() + 30
+    try:
+        for frame in source:
+            seen += 1
+            assert frame.image.shape == (528, 720, 3)
+            if (source._capture.reopens >= 1 and seen > 5) or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                break
+    finally:
+        source.close()
+    # A live stream has no "end": the 270-frame file ran out, was reopened, and frames kept coming.
+    assert source._capture.reopens >= 1  # type: ignore[attr-defined]
+    assert seen > 5
+
+
+def test_unreachable_stream_fails_at_startup() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(SourceError, match="cannot open"):
+        sources.create(f"http://127.0.0.1:{port}/cam.mjpg", Config())
+
+
+@pytest.mark.simulated
+def test_picamera2_capture_failure_reopens_the_camera(fake_picamera2: type[FakePicamera2]) -> None:
+    failures = iter([True, False])
+
+    class Failing(FakePicamera2):
+        def capture_array(self, name: str = "main") -> np.ndarray:
+            if self.frame == 2 and next(failures, False):
+                raise RuntimeError("Dequeue timer of 1000000.00us has expired!")  # what libcamera says
+            return super().capture_array(name)
+
+    sys.modules["picamera2"].Picamera2 = Failing  # type: ignore[attr-defined]
+    source = sources.create("picamera2", Config(), size=(96, 96))
+    try:
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == 4:
+                break
+    finally:
+        source.close()
+    first, second = fake_picamera2.instances[:2]
+    assert first.closed and second.closed  # the failed camera was released before the new one was opened
+    assert source._capture.reopens == 1  # type: ignore[attr-defined]

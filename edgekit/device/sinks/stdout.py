@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -24,8 +25,16 @@ class StdoutSink:
         self._written = 0
 
     def _write(self, record: Mapping[str, Any]) -> None:
-        self._stream.write(encode(record))
-        self._stream.flush()
+        try:
+            self._stream.write(encode(record))
+            self._stream.flush()
+        except BrokenPipeError:
+            # Point fd 1 at /dev/null so that the interpreter's own flush at exit does not complain again.
+            with contextlib.suppress(OSError, ValueError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self._stream.fileno())
+                os.close(null)
+            raise
         self._written += 1
 
     def publish_result(self, record: Mapping[str, Any]) -> None:

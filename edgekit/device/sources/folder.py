@@ -34,6 +34,7 @@ class ImageFolder:
             raise SourceError(f"{path}: no images here ({', '.join(sorted(SUFFIXES))})")
         self.files = files
         self._closed = False
+        self.ordered = True
         self._next = 0  # kept across iterations: a config reload continues where the last run stopped
 
     def __iter__(self) -> Iterator[Frame]:

@@ -119,6 +119,7 @@ class VideoFile:
         self._position = 0
         self._retries = 0
         self._pace_start: float | None = None
+        self.ordered = not realtime  # every frame matters, in order: the pipeline may prepare ahead
         self._capture: LatestFrameCapture | OrderedCapture
         if realtime:
             self._capture = LatestFrameCapture(path, lambda: self._paced, self._release, "BGR", finite=True)
