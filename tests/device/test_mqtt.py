@@ -415,3 +415,41 @@ def test_two_clients_with_one_client_id_back_off_instead_of_fighting(mosquitto: 
     assert "is another client using client id 'cam-1'?" in caplog.text
     # Without backoff each would reconnect every 0.05-0.075 s: about 80 connections in 3 s.
     assert broker.connect_attempts() < 25
+
+
+def test_qos0_results_arrive(mosquitto: Any, sinks: list[MqttSink], subscribers: Any) -> None:
+    broker = mosquitto()
+    sub = subscribers(broker.port, "z/+/result")
+    sink = create(f"mqtt://127.0.0.1:{broker.port}/z", config(qos=0))
+    sinks.append(sink)
+    for seq in range(50):
+        sink.publish_result(result(seq))
+    assert sub.wait_for(lambda: len(sub.payloads()) == 50)
+    assert [p["seq"] for p in sub.payloads()] == list(range(50))
+    assert settled(sink)["sent"] == 50
+
+
+def test_a_refusal_after_a_reconnect_stops_the_run(
+    mosquitto: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker: Broker = mosquitto(users={"cam": "old-password"})
+    (tmp_path / "mqtt_password").write_text("old-password\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    sink = create(f"mqtt://cam@127.0.0.1:{broker.port}/p", config())
+    try:
+        sink.publish_result(result(0))
+        assert settled(sink)["sent"] == 1
+        # The broker's administrator changes the password and restarts it: the sink's reconnect is refused.
+        subprocess.run(["mosquitto_passwd", "-b", str(broker.folder / "passwd"), "cam", "new"], check=True)
+        broker.stop()
+        broker.start()
+        with pytest.raises(SinkError, match=r"the broker refused the connection \(Not authorized, user 'cam'\)"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                sink.publish_result(result(1))
+                time.sleep(0.05)
+        attempts = broker.connect_attempts()
+        time.sleep(1.0)
+        assert broker.connect_attempts() == attempts  # no retrying after the refusal
+    finally:
+        sink.close()
