@@ -53,10 +53,45 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """Options of the MQTT sink (`mqtt://[user@]host[:port]/topic-prefix`, `mqtts://...`); see README, "MQTT".
+
+    Empty strings mean "the default": client_id `edgekit-<device_id>[-<camera>]`, device_id the hostname,
+    topic_prefix `edgekit/<device_id>` (the sink URL's path wins over it), the password from
+    `$CREDENTIALS_DIRECTORY/mqtt_password` (never from the URL or the command line).
+    """
+
+    client_id: str = ""
+    device_id: str = ""
+    topic_prefix: str = ""
+    username: str = ""
+    password_file: str = ""
+    qos: int = 1
+    retain: bool = True  # the status (online/offline) and stats topics; results are never retained
+    keepalive: int = 60
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    connect_timeout: float = 5.0  # how long start-up waits for the broker's first answer
+    reconnect_min: float = 1.0  # first reconnect delay, doubled on each failure up to reconnect_max
+    reconnect_max: float = 60.0
+    queue_size: int = 10000  # records held while the broker is unreachable
+    queue_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    queue_dir: str = ""  # an on-disk queue that survives a process restart
+    max_inflight: int = 20  # QoS>0 messages sent but not yet acknowledged by the broker
+    drain_timeout: float = 5.0  # how long close() waits for queued records to go out
+    ca_file: str = ""  # mqtts: CA certificate(s) to trust; empty means the system's store
+    cert_file: str = ""  # mqtts: client certificate, for brokers that require one
+    key_file: str = ""
+    tls_insecure: bool = False  # mqtts: skip the hostname check (a test broker only)
+    homeassistant: bool = False  # publish Home Assistant MQTT discovery configs
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
     run: RunConfig = field(default_factory=RunConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
 # --- loading -----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.device import models
+from tests.device.mqtt_broker import mosquitto  # noqa: F401  (a real broker; a fixture registered by import)
 
 
 @pytest.fixture(scope="session")
