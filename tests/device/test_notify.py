@@ -1,0 +1,170 @@
+"""sd_notify over a real datagram socket: READY, rate-limited WATCHDOG only on results, STATUS, STOPPING."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgekit.device import notify
+from edgekit.device.sinks.base import Sink
+
+
+class Receiver:
+    """A bound AF_UNIX datagram socket standing in for systemd's notification socket."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(notify.socket_address(address))
+        self.sock.settimeout(0.0)
+
+    def messages(self) -> list[dict[str, str]]:
+        """Every datagram received so far, parsed into KEY=VALUE dicts."""
+        out = []
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return out
+            out.append(dict(line.split("=", 1) for line in data.decode().split("\n")))
+
+
+@pytest.fixture(params=["path", "abstract"])
+def receiver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Receiver]:
+    address = str(tmp_path / "notify") if request.param == "path" else f"@edgekit-test-{os.getpid()}-{id(tmp_path)}"
+    rx = Receiver(address)
+    yield rx
+    rx.sock.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _result(label: str = "tabby", score: float = 0.81) -> dict[str, object]:
+    return {"type": "result", "seq": 1, "classes": [{"id": 3, "label": label, "score": score}]}
+
+
+def test_addresses() -> None:
+    assert notify.socket_address("/run/systemd/notify") == "/run/systemd/notify"
+    assert notify.socket_address("@sd/notify") == b"\0sd/notify"
+    with pytest.raises(ValueError, match="vsock"):
+        notify.socket_address("vsock:2:1234")
+
+
+def test_watchdog_interval_from_environment() -> None:
+    assert notify.watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 30.0
+    assert notify.watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid())}) == 4.0
+    # The watchdog of our parent process is not ours to feed.
+    assert notify.watchdog_interval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}, pid=4242) is None
+    assert notify.watchdog_interval({}) is None
+    assert notify.watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+
+
+def test_no_socket_means_a_silent_notifier() -> None:
+    notifier = notify.create({})
+    assert isinstance(notifier, notify.NullNotifier)
+    assert isinstance(notifier, Sink)
+    notifier.publish_result(_result())
+    notifier.close()
+
+
+def test_ready_then_watchdog_only_while_results_flow(receiver: Receiver) -> None:
+    clock = FakeClock()
+    notifier = notify.SystemdNotifier(receiver.address, watchdog_s=4.0, clock=clock)
+    assert isinstance(notifier, Sink)
+    assert receiver.messages() == []  # nothing before the first result: the model may still be loading
+
+    notifier.publish_result(_result())
+    (ready,) = receiver.messages()
+    assert ready["READY"] == "1" and ready["WATCHDOG"] == "1"
+    assert ready["STATUS"] == "running; last: tabby 0.81"
+
+    # Results at 8 fps for 6 s: pings at most every 2 s (half of WATCHDOG_USEC), so 3 of them.
+    for _ in range(48):
+        clock.now += 0.125
+        notifier.publish_result(_result())
+    pings = receiver.messages()
+    assert [m.get("WATCHDOG") for m in pings] == ["1", "1", "1"]
+    assert all("READY" not in m for m in pings)
+
+    # Stats on their timer are no proof of life: with no results for 10 s, no ping at all.
+    notifier.publish_stats({"type": "stats", "fps": 9.87})
+    clock.now += 10.0
+    notifier.publish_stats({"type": "stats", "fps": 0.0})
+    assert receiver.messages() == []
+
+    notifier.publish_result(_result("goldfish", 0.5))
+    (ping,) = receiver.messages()
+    assert ping == {"WATCHDOG": "1", "STATUS": "0.0 fps; last: goldfish 0.50"}
+
+    notifier.close()
+    notifier.close()  # once only
+    (stopping,) = receiver.messages()
+    assert stopping["STOPPING"] == "1"
+    assert notifier.counters() == {"sent": 6, "failed": 0, "watchdog": 5}
+
+
+def test_without_watchdog_only_ready_is_sent(receiver: Receiver) -> None:
+    clock = FakeClock()
+    notifier = notify.SystemdNotifier(receiver.address, watchdog_s=None, clock=clock)
+    for _ in range(100):
+        clock.now += 1.0
+        notifier.publish_result(_result())
+    notifier.close()
+    ready, stopping = receiver.messages()
+    assert ready["READY"] == "1" and "WATCHDOG" not in ready
+    assert stopping["STOPPING"] == "1"
+
+
+def test_detection_status() -> None:
+    record = {
+        "detections": [
+            {"id": 1, "label": "person", "score": 0.9},
+            {"id": 1, "label": "person", "score": 0.8},
+            {"id": 17, "label": "cat", "score": 0.6},
+        ]
+    }
+    assert notify.describe_result(record) == "2 person, 1 cat"
+    assert notify.describe_result({"detections": []}) == "no detections"
+    assert notify.describe_result({"classes": []}) == "no class above threshold"
+
+
+def test_create_reads_the_environment(receiver: Receiver) -> None:
+    notifier = notify.create({"NOTIFY_SOCKET": receiver.address, "WATCHDOG_USEC": "6000000"})
+    assert isinstance(notifier, notify.SystemdNotifier)
+    assert notifier.watchdog_s == 6.0
+    notifier.publish_result(_result())
+    assert receiver.messages()[0]["READY"] == "1"
+    notifier.close()
+
+
+def test_max_fps_slower_than_the_watchdog_warns(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    env = {"NOTIFY_SOCKET": receiver.address, "WATCHDOG_USEC": "30000000"}
+    notify.create(env, max_fps=0.05).close()
+    assert "raise WatchdogSec= (systemctl edit) to more than 40 s" in caplog.text
+    caplog.clear()
+    notify.create(env, max_fps=1.0).close()
+    assert "WatchdogSec" not in caplog.text
+
+
+def test_a_missing_socket_never_stops_the_camera(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    notifier = notify.SystemdNotifier(str(tmp_path / "gone"), watchdog_s=1.0)
+    notifier.publish_result(_result())
+    notifier.publish_result(_result())
+    notifier.close()
+    assert notifier.counters()["failed"] == 2
+    assert caplog.text.count("cannot notify systemd") == 1
+
+
+def test_unsupported_address_falls_back_to_no_op(caplog: pytest.LogCaptureFixture) -> None:
+    assert isinstance(notify.create({"NOTIFY_SOCKET": "vsock:2:99"}), notify.NullNotifier)
+    assert "not notifying systemd" in caplog.text
