@@ -35,7 +35,7 @@ bench: setup
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 demo: setup
-	@echo 'make demo: not built yet (it arrives with edgekit run); nothing was run.' >&2; exit 1
+	$(BIN)/python -m edgekit.demo --out demo-out
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

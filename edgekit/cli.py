@@ -53,3 +53,84 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     setup_logging(verbose)
+
+
+# --- device side: run, bench -------------------------------------------------------------------------------
+
+_RUN_OPTIONS = {
+    # cli option name -> config key under [run]
+    "model": "model",
+    "source": "source",
+    "sink": "sinks",
+    "task": "task",
+    "device": "device",
+    "threads": "threads",
+    "top_k": "top_k",
+    "threshold": "threshold",
+    "labels": "labels",
+    "classes": "classes",
+    "max_fps": "max_fps",
+    "frames": "frames",
+    "realtime": "realtime",
+    "only_changes": "only_changes",
+    "stats_interval": "stats_interval",
+    "camera": "camera",
+}
+
+
+@cli.command("run")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--model", help="Folder written by edgekit convert, or a .tflite.")
+@click.option("--source", help="picamera2[:N], /dev/videoN or N, rtsp://..., a video file or an image folder.")
+@click.option("--sink", multiple=True, help="stdout, file:PATH, mqtt://HOST/TOPIC (repeatable).")
+@click.option("--task", type=click.Choice(["auto", "classify", "detect"]), help="Default: from the model.")
+@click.option("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N].")
+@click.option("--threads", type=int, help="CPU threads for the interpreter (0: all cores).")
+@click.option("--top-k", type=int, help="Classes (or detections) per result.")
+@click.option("--threshold", type=float, help="Minimum score, 0..1.")
+@click.option("--labels", help="Labels file (one per line, or 'ID label').")
+@click.option("--classes", multiple=True, help="Detection: keep only this class, label or id (repeatable).")
+@click.option("--max-fps", type=float, help="Process at most this many frames per second (0: as fast as possible).")
+@click.option("--frames", type=int, help="Stop after this many results (0: run until the source ends).")
+@click.option("--realtime/--no-realtime", default=None, help="Play video files at their own frame rate.")
+@click.option("--only-changes/--every-frame", default=None, help="Publish only when the result changes.")
+@click.option("--stats-interval", type=float, help="Seconds between stats records (0: off).")
+@click.option("--camera", help="Name carried in every record (default: the host name).")
+@click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
+@click.option("--validate-config", is_flag=True, help="Check config, model and labels, then exit.")
+def run_command(config_path: str | None, print_config: bool, validate_config: bool, **options: Any) -> None:
+    """Classify or detect on camera frames and publish each result (JSON lines on stdout by default).
+
+    Every option is also a key in the [run] table of the config file; options override the file.
+    """
+    from edgekit.config import dump_toml, load_config, to_dict
+    from edgekit.device import daemon
+
+    overrides = {
+        f"run.{_RUN_OPTIONS[name]}": list(value) if isinstance(value, tuple) else value
+        for name, value in options.items()
+        if value is not None and value != ()
+    }
+    if print_config:
+        click.echo(dump_toml(to_dict(load_config(config_path, overrides))), nl=False)
+        return
+    if validate_config:
+        daemon.validate(config_path, overrides)
+        click.echo("config OK", err=True)
+        return
+    daemon.serve(config_path, overrides)
+
+
+@cli.command("bench")
+@click.argument("model")
+@click.option("--device", default="cpu", show_default=True, help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N].")
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: all cores).")
+@click.option("--runs", default=100, show_default=True, help="Timed invocations.")
+@click.option("--video", type=click.Path(exists=True, dir_okay=False), help="Video for the pipeline run.")
+@click.option("--frames", default=200, show_default=True, help="Frames of the generated video.")
+def bench_command(model: str, device: str, threads: int, runs: int, video: str | None, frames: int) -> None:
+    """Invoke latency (min/p50/p95) beside the full pipeline on a video (generated unless --video)."""
+    from edgekit.device import bench
+
+    report = bench.bench(model, device=device, threads=threads, runs=runs, video=video, frames=frames)
+    click.echo(report.table())

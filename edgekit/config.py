@@ -46,6 +46,8 @@ class RunConfig:
     only_changes: bool = False
     stats_interval: float = 10.0
     camera: str = ""
+    # Detection only: keep these classes (labels or ids); empty keeps every class.
+    classes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

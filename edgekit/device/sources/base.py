@@ -26,7 +26,12 @@ class Frame:
 
 @runtime_checkable
 class Source(Protocol):
-    """A camera, stream, video file or image folder."""
+    """A camera, stream, video file or image folder.
+
+    Optional attributes the pipeline reads when present: ``dropped`` (frames lost, for stats), ``ordered``
+    (True for files and folders: every frame in order, so preparing ahead is right), and ``interrupt()``
+    (wake a waiting iterator; must be safe to call from a signal handler).
+    """
 
     name: str
 

@@ -1,0 +1,133 @@
+"""`edgekit bench MODEL`: bare invoke latency beside the full pipeline on a video, on this device."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.device.model import DeviceModel, open_model
+from edgekit.device.pipeline import Pipeline, Settings, Stats
+from edgekit.device.sinks.stdout import StdoutSink
+from edgekit.errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """What `bench` measured."""
+
+    model: str
+    device: str
+    threads: int
+    runs: int
+    invoke_ms: tuple[float, float, float]  # min, p50, p95
+    video: str
+    frames: int
+    pipeline_fps: float
+    pipeline_inference_ms: tuple[float, float]  # p50, p95
+    latency_ms: tuple[float, float]  # capture-to-publish p50, p95
+
+    def table(self) -> str:
+        """Two columns: the bare interpreter, and the same model through `edgekit run`'s pipeline."""
+        bare_fps = 1000.0 / self.invoke_ms[1] if self.invoke_ms[1] else 0.0
+        rows = [
+            ("", "invoke()", "pipeline"),
+            ("frames", str(self.runs), str(self.frames)),
+            ("fps", f"{bare_fps:.1f}", f"{self.pipeline_fps:.1f}"),
+            ("inference min ms", f"{self.invoke_ms[0]:.2f}", ""),
+            ("inference p50 ms", f"{self.invoke_ms[1]:.2f}", f"{self.pipeline_inference_ms[0]:.2f}"),
+            ("inference p95 ms", f"{self.invoke_ms[2]:.2f}", f"{self.pipeline_inference_ms[1]:.2f}"),
+            ("latency p50 ms", "", f"{self.latency_ms[0]:.2f}"),
+            ("latency p95 ms", "", f"{self.latency_ms[1]:.2f}"),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{self.model} on {self.device}, {self.threads} threads; pipeline video: {self.video}"]
+        lines += [
+            "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r))
+            for r in rows
+        ]
+        return "\n".join(lines)
+
+
+def invoke_latency(model: DeviceModel, runs: int, warmup: int = 5) -> np.ndarray:
+    """Milliseconds per ``invoke()`` over ``runs`` calls on a fixed input (after ``warmup`` untimed calls)."""
+    for _ in range(warmup):
+        model.invoke()
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        model.invoke()
+        times[i] = time.perf_counter() - t0
+    return times * 1000.0
+
+
+def make_video(path: Path, frames: int = 200, size: tuple[int, int] = (480, 640), fps: float = 30.0) -> Path:
+    """Write a synthetic MJPEG video (a moving colour pattern) for pipeline timing when none is given."""
+    import cv2
+
+    h, w = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
+    if not writer.isOpened():
+        raise SourceError(f"{path}: OpenCV cannot write an MJPEG video here")
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(frames):
+        frame = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, ((xx + yy) // 2 + 3 * i) % 256], axis=-1)
+        writer.write(frame.astype(np.uint8))
+    writer.release()
+    return path
+
+
+def bench(
+    model: str, device: str = "cpu", threads: int = 0, runs: int = 100, video: str | None = None, frames: int = 200
+) -> BenchReport:
+    """Measure bare invoke latency, then the full pipeline (video file -> preprocess -> invoke -> JSON).
+
+    Args:
+        model: model folder or .tflite.
+        device: device string.
+        threads: CPU threads (0: all cores).
+        runs: timed invocations.
+        video: a video file for the pipeline run; None generates one.
+        frames: length of the generated video.
+
+    Returns:
+        The report (``table()`` prints it).
+    """
+    from edgekit.device import runtime
+    from edgekit.device.sources.opencv import VideoFile
+
+    loaded = open_model(model, device, threads)
+    used_threads = threads or runtime.default_threads()
+    invoke = invoke_latency(loaded, runs)
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+        path = Path(video) if video else make_video(Path(tmp) / "bench.avi", frames)
+        source = VideoFile(str(path))
+        settings = Settings(camera="bench", top_k=3, stats_interval=0)
+        pipeline = Pipeline(loaded, source, [StdoutSink(io.StringIO())], settings)
+        pipeline.stats = Stats(window=1 << 20)  # keep every frame: stats_interval is 0, nothing resets it
+        t0 = time.perf_counter()
+        pipeline.run()
+        elapsed = time.perf_counter() - t0
+        source.close()
+    inference, latencies = pipeline.stats.window()
+    done = pipeline.seq
+    p = np.percentile
+    return BenchReport(
+        model=loaded.name,
+        device=device,
+        threads=used_threads,
+        runs=runs,
+        invoke_ms=(float(invoke.min()), float(p(invoke, 50)), float(p(invoke, 95))),
+        video=str(video or f"generated {frames} frames 640x480 MJPEG"),
+        frames=done,
+        pipeline_fps=done / elapsed if elapsed else 0.0,
+        pipeline_inference_ms=(float(p(inference, 50)), float(p(inference, 95))) if inference.size else (0.0, 0.0),
+        latency_ms=(float(p(latencies, 50)), float(p(latencies, 95))) if latencies.size else (0.0, 0.0),
+    )

@@ -1,0 +1,268 @@
+"""`edgekit run`: config -> objects (all validated before anything starts), signals, reload, clean shutdown.
+
+Exit codes (documented in the README):
+
+    0   the source ended (end of a video file or image folder), --frames were done, or SIGTERM/SIGINT
+        asked us to stop; sinks were flushed and closed
+    1   an unexpected internal error (a bug: please report it with the -vv output)
+    2   bad input: the config, model, labels, source or a sink is wrong or failed for good (one-line message)
+
+SIGHUP re-reads the config file: when the new one is valid, the model, source and sinks are rebuilt from it;
+when it is not, the error is logged and the running configuration stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.config import Config, RunConfig, load_config
+from edgekit.device.model import DeviceModel, open_model
+from edgekit.device.pipeline import Pipeline, Settings
+from edgekit.device.sinks.base import Sink
+from edgekit.device.sources.base import Source
+from edgekit.errors import ConfigError, EdgekitError
+
+logger = logging.getLogger(__name__)
+
+
+def check_values(config: Config, where: str = "config") -> None:
+    """Range checks the type system cannot express; each message names the key path.
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+    run = config.run
+    rules: list[tuple[str, bool, str]] = [
+        ("threads", run.threads >= 0, "0 (all cores) or more"),
+        ("top_k", run.top_k >= 1, "1 or more"),
+        ("threshold", 0.0 <= run.threshold <= 1.0, "between 0 and 1"),
+        ("max_fps", run.max_fps >= 0, "0 (unlimited) or more"),
+        ("frames", run.frames >= 0, "0 (no limit) or more"),
+        ("stats_interval", run.stats_interval >= 0, "0 (off) or more seconds"),
+        ("sinks", bool(run.sinks), "a list with at least one sink"),
+    ]
+    for key, ok, expected in rules:
+        if not ok:
+            raise ConfigError(f"{where}: key 'run.{key}' must be {expected}, got {getattr(run, key)!r}")
+    from edgekit.device import runtime, sinks, sources
+
+    try:
+        runtime.parse_device(run.device)
+    except EdgekitError as exc:
+        raise ConfigError(f"{where}: key 'run.device': {exc.message}") from None
+    for i, spec in enumerate(run.sinks):
+        try:
+            sinks.scheme_of(spec)
+        except EdgekitError as exc:
+            raise ConfigError(f"{where}: key 'run.sinks[{i}]': {exc.message}") from None
+    if run.source:
+        sources.kind_of(run.source)  # a missing file or camera is a SourceError naming it
+
+
+def camera_name(run: RunConfig) -> str:
+    """The name records carry: ``run.camera``, or the host name."""
+    return run.camera or socket.gethostname()
+
+
+def class_filter(model: DeviceModel, wanted: list[str], where: str = "config") -> frozenset[int] | None:
+    """Resolve ``run.classes`` (labels or ids) to class ids.
+
+    Raises:
+        ConfigError: a label the model does not have.
+    """
+    if not wanted:
+        return None
+    by_label = {label.lower(): i for i, label in model.labels.items()}
+    ids = set()
+    for item in wanted:
+        if item.strip().isdigit():
+            ids.add(int(item))
+        elif item.strip().lower() in by_label:
+            ids.add(by_label[item.strip().lower()])
+        else:
+            raise ConfigError(f"{where}: key 'run.classes': {item!r} is not a label of {model.path.name}")
+    return frozenset(ids)
+
+
+@dataclass
+class Parts:
+    """Everything a run holds open."""
+
+    config: Config
+    model: DeviceModel
+    settings: Settings
+    source: Source | None = None
+    sinks: list[Sink] = field(default_factory=list)
+    observers: list[Sink] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close sinks first (flushing what they hold), then the source; keep going when one fails."""
+        for sink in [*self.sinks, *self.observers]:
+            try:
+                sink.close()
+            except Exception as exc:
+                logger.error("closing sink %s failed: %s", sink.name, exc)
+        self.sinks, self.observers = [], []
+        if self.source is not None:
+            try:
+                self.source.close()
+            except Exception as exc:
+                logger.error("closing source %s failed: %s", self.source.name, exc)
+            self.source = None
+
+
+def prepare(config: Config, where: str = "config", probe: bool = True) -> Parts:
+    """Validate the config and load the model: everything that can fail before a camera or broker is touched.
+
+    Args:
+        config: the loaded config.
+        where: the config file name, for messages.
+        probe: load the model in a forked child first (see `edgekit.device.runtime`).
+
+    Returns:
+        Parts with the model and settings (no source or sinks yet).
+    """
+    check_values(config, where)
+    run = config.run
+    if not run.model:
+        raise ConfigError(f"{where}: no model; pass --model DIR_OR_TFLITE or set 'run.model'")
+    model = open_model(run.model, run.device, run.threads, run.task, run.labels, probe=probe)
+    settings = Settings(
+        camera=camera_name(run),
+        top_k=run.top_k,
+        threshold=run.threshold,
+        class_ids=class_filter(model, run.classes, where),
+        max_fps=run.max_fps,
+        frames=run.frames,
+        only_changes=run.only_changes,
+        stats_interval=run.stats_interval,
+    )
+    return Parts(config, model, settings)
+
+
+def open_io(parts: Parts, where: str = "config") -> Parts:
+    """Open the source and the sinks of prepared parts (closing what was opened when one fails)."""
+    from edgekit.device import sinks, sources
+
+    run = parts.config.run
+    if not run.source:
+        raise ConfigError(f"{where}: no source; pass --source or set 'run.source'")
+    try:
+        parts.source = sources.create(run.source, parts.config, size=parts.model.input_size)
+        for spec in run.sinks:
+            parts.sinks.append(sinks.create(spec, parts.config))
+    except BaseException:
+        parts.close()
+        raise
+    return parts
+
+
+@contextlib.contextmanager
+def _signals(handlers: Mapping[signal.Signals, Callable[[], None]]) -> Iterator[None]:
+    """Install signal handlers for the duration of the run (main thread only; elsewhere, e.g. tests, none)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def call(handler: Callable[[], None]) -> Callable[[int, Any], None]:
+        return lambda _signum, _frame: handler()
+
+    previous = {}
+    for signum, handler in handlers.items():
+        previous[signum] = signal.signal(signum, call(handler))
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def serve(
+    config_path: str | Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    on_start: Callable[[Pipeline], None] | None = None,
+) -> str:
+    """Run until the source ends, the frame count is reached, or a signal stops us.
+
+    Args:
+        config_path: the TOML file (None: defaults and overrides only).
+        overrides: command-line values (dotted keys), applied over the file.
+        on_start: called with each new pipeline before it runs (tests use it to stop or reload).
+
+    Returns:
+        Why the run ended (``end``, ``frames``, ``stop``, ``closed``).
+
+    Raises:
+        EdgekitError: bad config, model, source or sink (before the loop starts, or a sink/source failure).
+    """
+    where = str(config_path) if config_path else "command line"
+    config = load_config(config_path, overrides)
+    parts = open_io(prepare(config, where), where)
+    pipeline: Pipeline | None = None
+
+    def stop() -> None:
+        if pipeline is not None:
+            pipeline.stop("stop")
+
+    def reload() -> None:
+        if pipeline is not None:
+            # No interrupt: the source stays usable if the new config turns out invalid.
+            pipeline.stop("reload", interrupt=False)
+
+    try:
+        with _signals({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}):
+            while True:
+                assert parts.source is not None
+                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, parts.observers)
+                logger.info(
+                    "running %s (%s, %s) on %s -> %s",
+                    parts.model.name,
+                    parts.model.task,
+                    parts.config.run.device,
+                    parts.source.name,
+                    ", ".join(s.name for s in parts.sinks),
+                )
+                if on_start is not None:
+                    on_start(pipeline)
+                reason = pipeline.run()
+                if parts.settings.stats_interval > 0 and reason != "closed" and pipeline.seq:
+                    pipeline.publish_stats()  # the last window, so a short run still reports its numbers
+                if reason != "reload":
+                    return reason
+                parts = _reload(parts, config_path, overrides, where)
+    finally:
+        parts.close()
+
+
+def _reload(parts: Parts, config_path: str | Path | None, overrides: Mapping[str, Any] | None, where: str) -> Parts:
+    """Build parts from the config file as it is now; keep the running ones when it is invalid."""
+    logger.warning("SIGHUP: reloading %s", where)
+    try:
+        new = prepare(load_config(config_path, overrides), where, probe=False)
+    except EdgekitError as exc:
+        logger.error("reload failed, keeping the running configuration: %s", exc.message)
+        return parts
+    parts.close()
+    return open_io(new, where)
+
+
+def validate(config_path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """``--validate-config``: everything `serve` checks before starting, without opening source or sinks.
+
+    Returns:
+        The effective config.
+    """
+    where = str(config_path) if config_path else "command line"
+    config = load_config(config_path, overrides)
+    prepare(config, where)
+    if not config.run.source:
+        raise ConfigError(f"{where}: no source; pass --source or set 'run.source'")
+    return config

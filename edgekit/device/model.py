@@ -1,0 +1,332 @@
+"""What the device runs: a converted model folder (manifest) or a plain .tflite understood from its tensors."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edgekit.device import runtime
+from edgekit.errors import InputError, ModelError
+from edgekit.model.manifest import MANIFEST_NAME, Manifest, Preprocess, load_manifest
+from edgekit.model.preprocess import ColorOrder, Geometry, prepare
+
+logger = logging.getLogger(__name__)
+
+TaskName = Literal["classify", "detect"]
+DETECT_ROLES = ("boxes", "classes", "scores", "count")
+# A plain .tflite says nothing about resizing; stretching the whole frame is what Coral's examples do.
+PLAIN_PREPROCESS = Preprocess(policy="stretch")
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One output the task reads: its interpreter index and quantization."""
+
+    role: str
+    index: int
+    shape: tuple[int, ...]
+    scale: float
+    zero_point: int
+
+
+class DeviceModel:
+    """An interpreter ready to take frames: input feeding, output roles, labels. Built once per run.
+
+    Args:
+        interpreter: an allocated interpreter (`edgekit.device.runtime.make_interpreter`).
+        path: the .tflite it runs.
+        task: ``classify``, ``detect`` or ``auto`` (from the manifest or the output tensors).
+        manifest: the manifest, when the model came from `edgekit convert`.
+        labels: id -> label.
+    """
+
+    def __init__(
+        self,
+        interpreter: Any,
+        path: Path,
+        task: str = "auto",
+        manifest: Manifest | None = None,
+        labels: Mapping[int, str] | None = None,
+    ) -> None:
+        self.interpreter = interpreter
+        self.path = path
+        self.manifest = manifest
+        self.name = _model_name(path, manifest)
+        inputs = interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise ModelError(f"{path}: has {len(inputs)} inputs; edgekit runs models with one image input")
+        detail = inputs[0]
+        shape = tuple(int(d) for d in detail["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape[1:3]) < 8:
+            raise ModelError(
+                f"{path}: input shape {list(shape)} is not an image; edgekit needs a [1, height, width, 3] input"
+            )
+        self.input_index = int(detail["index"])
+        self.input_size = (shape[1], shape[2])
+        self.input_dtype = np.dtype(detail["dtype"]).name
+        scale, zero_point = (float(detail["quantization"][0]), int(detail["quantization"][1]))
+        self.preprocess = manifest.preprocess if manifest else PLAIN_PREPROCESS
+        self._mode, self._lut = _input_mapping(self.input_dtype, scale, zero_point, manifest, path)
+        self._scratch = np.empty((*self.input_size, 3), np.uint8) if self._mode == "lut" else None
+        self._input = interpreter.tensor(self.input_index)  # a callable: holding it keeps no buffer reference
+        self.outputs = _output_roles(interpreter.get_output_details(), path)
+        self.task: TaskName = _choose_task(task, manifest, self.outputs, path)
+        self.labels = dict(labels or {})
+        self._check_labels()
+
+    # --- per frame -----------------------------------------------------------------------------------------
+
+    def set_input(self, image: np.ndarray, color: ColorOrder) -> Geometry:
+        """Preprocess a frame straight into the input tensor's buffer.
+
+        Args:
+            image: (H, W, 3) uint8 frame.
+            color: its channel order.
+
+        Returns:
+            The geometry, for mapping boxes back to the frame.
+        """
+        # The view must not outlive this call: the interpreter refuses to invoke while numpy holds its memory.
+        view = self._input()[0]
+        if self._mode == "direct":
+            _, geometry = prepare(image, self.input_size, self.preprocess, color, out=view)
+        elif self._mode == "xor":
+            raw = view.view(np.uint8)
+            _, geometry = prepare(image, self.input_size, self.preprocess, color, out=raw)
+            np.bitwise_xor(raw, 0x80, out=raw)  # uint8 p -> int8 p - 128, in place
+        else:
+            import cv2
+
+            assert self._scratch is not None and self._lut is not None
+            _, geometry = prepare(image, self.input_size, self.preprocess, color, out=self._scratch)
+            cv2.LUT(self._scratch, self._lut, dst=view)
+        del view
+        return geometry
+
+    def prepare(self, image: np.ndarray, color: ColorOrder, out: np.ndarray) -> Geometry:
+        """Crop/resize/reorder a frame into ``out`` ((h, w, 3) uint8), on any thread; see `load_prepared`."""
+        return prepare(image, self.input_size, self.preprocess, color, out=out)[1]
+
+    def load_prepared(self, image: np.ndarray) -> None:
+        """Put an image made by `prepare` into the input tensor (a 150 KB copy, or the int8/LUT mapping)."""
+        view = self._input()[0]
+        if self._mode == "direct":
+            np.copyto(view, image)
+        elif self._mode == "xor":
+            np.bitwise_xor(image, 0x80, out=view.view(np.uint8))
+        else:
+            import cv2
+
+            assert self._lut is not None
+            cv2.LUT(image, self._lut, dst=view)
+        del view
+
+    def invoke(self) -> None:
+        """Run the model on the current input."""
+        self.interpreter.invoke()
+
+    def output(self, role: str) -> np.ndarray:
+        """A copy of one output tensor, raw (quantized) values."""
+        return self.interpreter.get_tensor(self.outputs[role].index)
+
+    def label(self, class_id: int) -> str:
+        """The label of a class id, or the id as text when there is none."""
+        return self.labels.get(class_id, str(class_id))
+
+    # --- checks --------------------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        """Output size of a classifier; the manifest's class count (or 0) for a detector."""
+        if self.task == "classify":
+            return int(np.prod(self.outputs["scores"].shape))
+        return self.manifest.num_classes if self.manifest else 0
+
+    def _check_labels(self) -> None:
+        if not self.labels:
+            return
+        n = self.num_classes
+        if self.task == "classify" and len(self.labels) != n:
+            raise InputError(
+                f"labels: {len(self.labels)} labels but {self.path.name} has {n} outputs; give the labels file "
+                "that belongs to this model"
+            )
+        if n and max(self.labels) >= n:
+            raise InputError(f"labels: id {max(self.labels)} but {self.path.name} knows {n} classes")
+
+
+def _model_name(path: Path, manifest: Manifest | None) -> str:
+    """What records call the model: the converted model's name, else its folder (for model.tflite) or file."""
+    if manifest is not None and manifest.source is not None and manifest.source.name:
+        return manifest.source.name
+    if manifest is not None or path.stem in ("model", "model_edgetpu"):
+        return path.parent.name or path.stem
+    return path.stem
+
+
+def _input_mapping(
+    dtype: str, scale: float, zero_point: int, manifest: Manifest | None, path: Path
+) -> tuple[str, np.ndarray | None]:
+    """How a uint8 pixel p becomes the input value: directly, p - 128 (int8), or a per-channel lookup table."""
+    pixels = np.arange(256, dtype=np.float64)
+    if manifest is not None:
+        pre = manifest.preprocess
+        real = (
+            np.stack([pixels] * 3, axis=-1)
+            if pre.baked
+            else np.stack([(pixels - m) / s for m, s in zip(pre.mean, pre.std, strict=True)], axis=-1)
+        )
+    elif dtype == "float32":
+        logger.warning("%s: float input and no manifest; assuming MobileNet's (p - 127.5) / 127.5", path)
+        real = np.stack([(pixels - 127.5) / 127.5] * 3, axis=-1)
+    else:
+        # A plain quantized model (e.g. Coral's zoo) takes pixels in its integer domain; int8 is uint8 shifted.
+        return ("direct" if dtype == "uint8" else "xor"), None
+    if dtype == "float32":
+        return "lut", real.astype(np.float32).reshape(256, 1, 3)
+    if dtype not in ("uint8", "int8"):
+        raise ModelError(f"{path}: input type {dtype} is not supported; edgekit feeds uint8, int8 or float32")
+    info = np.iinfo(np.dtype(dtype))
+    q = np.clip(np.round(real / (scale or 1.0) + zero_point), info.min, info.max).astype(np.int64)
+    if dtype == "uint8" and np.array_equal(q, np.stack([pixels] * 3, axis=-1)):
+        return "direct", None
+    if dtype == "int8" and np.array_equal(q, np.stack([pixels - 128] * 3, axis=-1)):
+        return "xor", None
+    return "lut", q.astype(np.dtype(dtype)).reshape(256, 1, 3)
+
+
+def _output_roles(details: list[dict[str, Any]], path: Path) -> dict[str, OutputTensor]:
+    def tensor(role: str, d: dict[str, Any]) -> OutputTensor:
+        q = d["quantization"]
+        return OutputTensor(role, int(d["index"]), tuple(int(s) for s in d["shape"]), float(q[0]), int(q[1]))
+
+    if len(details) == 1:
+        return {"scores": tensor("scores", details[0])}
+    if len(details) == 4:
+        boxes = [d for d in details if len(d["shape"]) == 3 and int(d["shape"][-1]) == 4]
+        counts = [d for d in details if int(np.prod(d["shape"])) == 1]
+        if len(boxes) == 1 and len(counts) == 1:
+            rest = [d for d in details if d is not boxes[0] and d is not counts[0]]
+            # TFLite_Detection_PostProcess names its outputs :0 boxes, :1 classes, :2 scores, :3 count, but the
+            # output order varies with the exporter (TF2 exports list them shuffled), so sort by that suffix.
+            rest.sort(key=lambda d: _suffix(str(d["name"])))
+            return {
+                "boxes": tensor("boxes", boxes[0]),
+                "classes": tensor("classes", rest[0]),
+                "scores": tensor("scores", rest[1]),
+                "count": tensor("count", counts[0]),
+            }
+    shapes = ", ".join(str(list(d["shape"])) for d in details)
+    raise ModelError(
+        f"{path}: outputs {shapes} are neither a classifier (one scores tensor) nor an SSD detector "
+        "(boxes, classes, scores, count)"
+    )
+
+
+def _suffix(name: str) -> tuple[int, str]:
+    match = re.search(r":(\d+)$", name)
+    return (int(match.group(1)) if match else 1 << 30, name)
+
+
+def _choose_task(task: str, manifest: Manifest | None, outputs: Mapping[str, OutputTensor], path: Path) -> TaskName:
+    found: TaskName = "detect" if "boxes" in outputs else "classify"
+    wanted = task if task != "auto" else (manifest.task if manifest else found)
+    if wanted != found:
+        raise ModelError(
+            f"{path}: task {wanted!r} was asked for, but the model's outputs are a {found} model's; "
+            f"use --task {found} (or leave it to the model)"
+        )
+    return found
+
+
+def read_labels(path: str | Path) -> dict[int, str]:
+    """Read a labels file: one label per line, or Coral's ``ID  label`` lines.
+
+    Args:
+        path: the file.
+
+    Returns:
+        id -> label.
+
+    Raises:
+        InputError: missing, unreadable or empty.
+    """
+    path = Path(path)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such labels file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read labels ({exc})") from None
+    lines = [line for line in lines if line]
+    if not lines:
+        raise InputError(f"{path}: labels file is empty")
+    pairs = [re.match(r"^(\d+)[\s:,]+(.+)$", line) for line in lines]
+    if all(pairs):
+        return {int(m.group(1)): m.group(2).strip() for m in pairs if m}
+    return dict(enumerate(lines))
+
+
+def resolve_model(model: str | Path, device: str = "cpu") -> tuple[Path, Manifest | None]:
+    """Find the .tflite to run and its manifest, if any.
+
+    Args:
+        model: a folder written by `edgekit convert`, its ``edgekit.json``, or a .tflite (a manifest beside it,
+            in the same folder, is used when it names that file).
+        device: the device string; an Edge TPU runs the manifest's compiled model when there is one.
+
+    Returns:
+        The .tflite path and the manifest (None for a plain .tflite).
+    """
+    path = Path(model)
+    if not str(model):
+        raise InputError("no model given; pass --model DIR_OR_TFLITE or set run.model in the config")
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        folder = path if path.is_dir() else path.parent
+        if not (folder / MANIFEST_NAME).is_file():
+            raise InputError(
+                f"{folder}: no {MANIFEST_NAME} here; give a folder written by edgekit convert or a .tflite"
+            )
+        manifest = load_manifest(folder)
+        name = manifest.model
+        if runtime.parse_device(device).is_edgetpu and manifest.edgetpu_model:
+            name = manifest.edgetpu_model
+        return folder / name, manifest
+    beside = path.parent / MANIFEST_NAME
+    if beside.is_file():
+        manifest = load_manifest(beside)
+        if path.name in (manifest.model, manifest.edgetpu_model):
+            return path, manifest
+    return path, None
+
+
+def open_model(
+    model: str | Path, device: str = "cpu", threads: int = 0, task: str = "auto", labels: str = "", **kwargs: Any
+) -> DeviceModel:
+    """Everything from a model argument to a model ready for frames.
+
+    Args:
+        model: folder, manifest or .tflite (see `resolve_model`).
+        device: device string (`edgekit.device.runtime`).
+        threads: CPU threads (0: all cores).
+        task: ``auto``, ``classify`` or ``detect``.
+        labels: a labels file overriding the manifest's.
+        **kwargs: passed to `edgekit.device.runtime.make_interpreter` (``probe``, ``fallback_cpu``).
+
+    Returns:
+        The loaded model.
+    """
+    path, manifest = resolve_model(model, device)
+    interpreter = runtime.make_interpreter(path, device, threads, **kwargs)
+    label_map: dict[int, str] = {}
+    if labels:
+        label_map = read_labels(labels)
+    elif manifest is not None and manifest.labels and (path.parent / manifest.labels).is_file():
+        label_map = read_labels(path.parent / manifest.labels)
+    return DeviceModel(interpreter, path, task, manifest, label_map)

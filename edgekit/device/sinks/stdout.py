@@ -1,0 +1,56 @@
+"""The stdout sink: one JSON line per record, flushed at once so a pipe reader sees every result live."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from edgekit.config import Config
+from edgekit.device.sinks.jsonl import encode
+
+
+class StdoutSink:
+    """JSON lines on standard output (results and stats).
+
+    A closed pipe (``edgekit run | head``) raises BrokenPipeError, which the pipeline takes as "stop".
+    """
+
+    name = "stdout"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+        self._written = 0
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        try:
+            self._stream.write(encode(record))
+            self._stream.flush()
+        except BrokenPipeError:
+            # Point fd 1 at /dev/null so that the interpreter's own flush at exit does not complain again.
+            with contextlib.suppress(OSError, ValueError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self._stream.fileno())
+                os.close(null)
+            raise
+        self._written += 1
+
+    def publish_result(self, record: Mapping[str, Any]) -> None:
+        self._write(record)
+
+    def publish_stats(self, record: Mapping[str, Any]) -> None:
+        self._write(record)
+
+    def counters(self) -> Mapping[str, int | float]:
+        return {"written": self._written}
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError):  # reader gone, or already closed
+            self._stream.flush()
+
+
+def create(spec: str, config: Config) -> StdoutSink:
+    """``stdout`` or ``-``."""
+    return StdoutSink()

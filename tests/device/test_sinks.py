@@ -1,0 +1,67 @@
+"""Sinks: the registry, JSON lines on stdout, files rotated by size."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekit.config import Config
+from edgekit.device import sinks
+from edgekit.device.sinks.file import FileSink
+from edgekit.device.sinks.stdout import StdoutSink
+from edgekit.errors import SinkError
+
+RECORD = {"type": "result", "seq": 1, "classes": [{"id": 3, "label": "café", "score": 0.5}]}
+
+
+def test_registry_schemes() -> None:
+    assert sinks.scheme_of("stdout") == "stdout"
+    assert sinks.scheme_of("-") == "stdout"
+    assert sinks.scheme_of("file:/tmp/x.jsonl") == "file"
+    assert sinks.scheme_of("mqtts://broker:8883/edgekit") == "mqtts"
+    with pytest.raises(SinkError, match="unknown kind"):
+        sinks.scheme_of("kafka://x")
+
+
+def test_stdout_is_one_json_line_per_record() -> None:
+    out = io.StringIO()
+    sink = StdoutSink(out)
+    sink.publish_result(RECORD)
+    sink.publish_stats({"type": "stats", "frames": 1})
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line) for line in lines] == [RECORD, {"type": "stats", "frames": 1}]
+    assert sink.counters() == {"written": 2}
+
+
+def test_file_sink_appends_and_rotates(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "results.jsonl"
+    sink = sinks.create(f"file:{path}?max_mb=0.001&keep=2", Config())
+    for i in range(100):
+        sink.publish_result({**RECORD, "seq": i})
+    sink.close()
+    files = sorted(p.name for p in path.parent.iterdir())
+    assert files == ["results.jsonl", "results.jsonl.1", "results.jsonl.2"]
+    newest = [json.loads(line)["seq"] for line in path.read_text(encoding="utf-8").splitlines()]
+    older = [json.loads(line)["seq"] for line in (path.parent / "results.jsonl.1").read_text().splitlines()]
+    assert newest[-1] == 99 and older[-1] + 1 == newest[0]  # nothing lost at the seam
+    assert all(p.stat().st_size <= 1100 for p in path.parent.iterdir())
+    assert sink.counters()["rotations"] > 2
+
+
+def test_file_sink_appends_to_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"old": true}\n')
+    sink = FileSink(path)
+    sink.publish_result(RECORD)
+    sink.close()
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_file_sink_bad_options(tmp_path: Path) -> None:
+    with pytest.raises(SinkError, match="unknown option 'size'"):
+        sinks.create(f"file:{tmp_path}/x?size=3", Config())
+    with pytest.raises(SinkError, match="cannot open for writing"):
+        sinks.create("file:/proc/edgekit/x.jsonl", Config())
