@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import http.server
+import itertools
 import os
+import re
+import signal
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from edgekit.device import notify
 from edgekit.device.sinks.base import Sink
+from tests.conftest import REPO
 
 
 class Receiver:
@@ -168,3 +177,115 @@ def test_a_missing_socket_never_stops_the_camera(tmp_path: Path, caplog: pytest.
 def test_unsupported_address_falls_back_to_no_op(caplog: pytest.LogCaptureFixture) -> None:
     assert isinstance(notify.create({"NOTIFY_SOCKET": "vsock:2:99"}), notify.NullNotifier)
     assert "not notifying systemd" in caplog.text
+
+
+# --- end to end: a real `edgekit run` under a fake systemd ---------------------------------------------------
+
+
+class StallingStream:
+    """An HTTP server that trickles the first part of a real video, then stops sending and holds the connection.
+
+    OpenCV (FFmpeg) reads it as a network camera: frames flow while bytes arrive, then every read blocks, like a
+    camera whose cable came loose. Later connections (the source reopening) get headers and nothing else.
+    """
+
+    def __init__(self, video: Path, seconds: float = 3.0, fraction: float = 0.5) -> None:
+        self.data = video.read_bytes()
+        self.sent_all_at: float | None = None
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            requests = 0
+
+            def do_GET(self) -> None:
+                Handler.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "video/x-msvideo")
+                self.send_header("Content-Length", str(len(outer.data)))
+                self.end_headers()
+                if Handler.requests == 1:
+                    part = outer.data[: int(len(outer.data) * fraction)]
+                    step = max(1, len(part) // 30)
+                    for start in range(0, len(part), step):
+                        self.wfile.write(part[start : start + step])
+                        self.wfile.flush()
+                        time.sleep(seconds / 30)
+                    outer.sent_all_at = time.monotonic()
+                outer.release.wait(60)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cam.avi"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_real_run_notifies_ready_watchdog_stops_on_stall_and_stopping_on_sigterm(
+    classifier_dir: Path, video: Path, tmp_path: Path
+) -> None:
+    receiver = Receiver(f"@edgekit-e2e-{os.getpid()}")
+    receiver.sock.settimeout(0.2)
+    stream = StallingStream(video)
+    watchdog_s = 2.0
+    env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_PID", "LISTEN_FDS")}
+    env.update(NOTIFY_SOCKET=receiver.address, WATCHDOG_USEC=str(int(watchdog_s * 1e6)), PYTHONPATH=str(REPO))
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "edgekit", "run", "--model", str(classifier_dir), "--source", stream.url]
+    command += ["--stats-interval", "1", "--max-fps", "20"]
+    with results.open("w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
+    received: list[tuple[float, dict[str, str]]] = []
+
+    def collect(until: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until():
+            try:
+                data = receiver.sock.recv(4096)
+            except TimeoutError:
+                continue
+            received.append((time.monotonic(), dict(line.split("=", 1) for line in data.decode().split("\n"))))
+
+    try:
+        # Frames flow for ~3 s, then the stream stalls; watch until 5 s after the last byte went out.
+        collect(lambda: stream.sent_all_at is not None and time.monotonic() > stream.sent_all_at + 5.0, 60)
+        assert stream.sent_all_at is not None, "the stream never finished sending"
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+
+        kinds = [next(iter(m)) for _, m in received]
+        assert kinds[0] == "READY"  # nothing before the first result
+        pings = [t for t, m in received if m.get("WATCHDOG") == "1"]
+        assert len(pings) >= 3, received  # READY carries the first ping, then about one per second
+        # Once frames stop, pings stop within the watchdog interval: systemd then sees a whole WatchdogSec without
+        # one and restarts the service. (The stream source itself gives up on the dead connection after 5 s and
+        # hands over the frames FFmpeg still held, which is why a late ping may follow; systemd would have acted.)
+        flowing = [t for t in pings if t <= stream.sent_all_at + watchdog_s]
+        later = [t for t in pings if t > stream.sent_all_at + watchdog_s]
+        assert flowing and (not later or later[0] - flowing[-1] > watchdog_s), (flowing, later)
+        gaps = [b - a for a, b in itertools.pairwise(flowing)]
+        assert all(0.9 <= gap <= watchdog_s for gap in gaps), gaps  # rate-limited to half the timeout
+        statuses = [m["STATUS"] for _, m in received if "STATUS" in m]
+        assert any(re.fullmatch(r"\d+\.\d fps; last: class_\d \d\.\d\d", s) for s in statuses), statuses
+        results_before = [line for line in results.read_text().splitlines() if '"type":"result"' in line]
+        assert len(results_before) >= 10  # results really flowed before the stall
+
+        proc.send_signal(signal.SIGTERM)
+        collect(lambda: any("STOPPING" in m for _, m in received), 15)
+        assert any(m.get("STOPPING") == "1" for _, m in received)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        stream.close()
+        receiver.sock.close()
