@@ -387,6 +387,12 @@ def plan_install(
     """
     check_name(name)
     exe = check_executable(executable) if executable else default_executable()
+    if not user_mode and any(_under(exe, hidden) for hidden in HIDDEN_DIRS):
+        raise InputError(
+            f"{exe}: the service cannot run edgekit from a home directory (ProtectHome=yes hides it); install it "
+            "under /opt: sudo python3 -m venv --system-site-packages /opt/edgekit && "
+            "sudo /opt/edgekit/bin/pip install 'edgekit[device,pi]', then run /opt/edgekit/bin/edgekit service install"
+        )
     unit = unit_name(name)
     config_dir = user_config_home() / "edgekit" if user_mode else SYSTEM_CONFIG_DIR
     unit_dir = user_config_home() / "systemd" / "user" if user_mode else SYSTEM_UNIT_DIR

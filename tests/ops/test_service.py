@@ -271,6 +271,11 @@ def test_bad_names_and_missing_config(root: Path) -> None:
     assert (code, err) == (2, "Error: no config installed at /etc/edgekit/edgekit.toml; pass --config FILE\n")
 
 
+def test_an_edgekit_in_a_home_directory_is_refused_for_a_system_service(config_file: Path, root: Path) -> None:
+    with pytest.raises(InputError, match=r"/home/pi/edgekit/bin/edgekit: the service cannot run edgekit from a home"):
+        service.plan_install(config_file, root=root, executable="/home/pi/edgekit/bin/edgekit")
+
+
 # --- uninstall, status, logs -------------------------------------------------------------------------------------
 
 
