@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgekit.ops import service  # noqa: E402  (after the path set-up, to score this checkout's units)
+from edgekit.ops import service  # after the path set-up, so this checkout's units are scored
 
 
 def score(analyze: str, unit: Path) -> tuple[float, list[str]]:

@@ -310,3 +310,19 @@ def test_apply_reports_a_failing_command(tmp_path: Path) -> None:
 
     with pytest.raises(Exception, match=r"systemctl daemon-reload failed \(exit 1\): Failed to connect to bus"):
         service.apply(plan, None, failing)
+
+
+def test_status_and_logs_pass_the_tools_exit_code_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, code in (("systemctl", 3), ("journalctl", 0)):
+        script = bin_dir / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls\nexit {code}\n')
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert _invoke("service", "status", "--name", "porch")[0] == 3  # systemctl's "not running"
+    assert _invoke("service", "logs", "-n", "7")[0] == 0
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "systemctl status --no-pager --full edgekit@porch.service",
+        "journalctl --unit edgekit.service --lines 7 --no-pager",
+    ]
