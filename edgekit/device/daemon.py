@@ -241,6 +241,7 @@ def serve(
                     pipeline.publish_stats()  # the last window, so a short run still reports its numbers
                 if reason != "reload":
                     return reason
+                notifier.reloading()
                 parts = _reload(parts, config_path, overrides, where)
     finally:
         parts.close()

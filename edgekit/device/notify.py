@@ -87,6 +87,7 @@ class SystemdNotifier:
     * ``WATCHDOG=1`` on a result when half the watchdog timeout has passed since the last ping (so systemd
       sees about two pings per timeout while frames flow, and none when they stop).
     * ``STATUS=`` with the fps of the last stats record and the last result, sent with READY and the pings.
+    * ``RELOADING=1`` on `reloading` (SIGHUP), and READY=1 again with the first result of the new config.
     * ``STOPPING=1`` on `close`.
 
     Sending never raises: a notification that cannot be delivered is counted and logged once, and the camera
@@ -153,6 +154,11 @@ class SystemdNotifier:
         self.send("STOPPING=1", "STATUS=stopping")
         self._socket.close()
 
+    def reloading(self) -> None:
+        """SIGHUP: say so (``systemctl status`` shows "reloading"); the first result after it sends READY=1 again."""
+        self._ready = False
+        self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
     # --- protocol ------------------------------------------------------------------------------------------
 
     @property
@@ -202,6 +208,9 @@ class NullNotifier:
 
     def counters(self) -> Mapping[str, int | float]:
         return {}
+
+    def reloading(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

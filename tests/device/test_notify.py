@@ -122,6 +122,21 @@ def test_ready_then_watchdog_only_while_results_flow(receiver: Receiver) -> None
     assert notifier.counters() == {"sent": 6, "failed": 0, "watchdog": 5}
 
 
+def test_reload_is_announced_and_ready_comes_again_with_the_next_result(receiver: Receiver) -> None:
+    clock = FakeClock()
+    notifier = notify.SystemdNotifier(receiver.address, watchdog_s=30.0, clock=clock)
+    notifier.publish_result(_result())
+    notifier.reloading()
+    clock.now += 0.5
+    notifier.publish_result(_result("goldfish"))
+    ready, reloading, ready_again = receiver.messages()
+    assert ready["READY"] == "1" and ready_again["READY"] == "1"
+    assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) > 0
+    assert ready_again["STATUS"].endswith("last: goldfish 0.81")
+    notifier.close()
+    receiver.messages()
+
+
 def test_without_watchdog_only_ready_is_sent(receiver: Receiver) -> None:
     clock = FakeClock()
     notifier = notify.SystemdNotifier(receiver.address, watchdog_s=None, clock=clock)
