@@ -12,6 +12,7 @@ parts a user manager cannot do.
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import os
 import pwd
@@ -394,7 +395,7 @@ def plan_install(
             "sudo /opt/edgekit/bin/pip install 'edgekit[device,pi]', then run /opt/edgekit/bin/edgekit service install"
         )
     unit = unit_name(name)
-    config_dir = user_config_home() / "edgekit" if user_mode else SYSTEM_CONFIG_DIR
+    config_dir = config_dir_for(user_mode)
     unit_dir = user_config_home() / "systemd" / "user" if user_mode else SYSTEM_UNIT_DIR
     target_config = config_dir / f"{name}.toml"
     unit_path = unit_dir / unit_file_name(name)
@@ -442,7 +443,7 @@ def plan_uninstall(
     """
     check_name(name)
     unit = unit_name(name)
-    config_dir = user_config_home() / "edgekit" if user_mode else SYSTEM_CONFIG_DIR
+    config_dir = config_dir_for(user_mode)
     unit_dir = user_config_home() / "systemd" / "user" if user_mode else SYSTEM_UNIT_DIR
     files: list[FileChange] = []
     unit_path = unit_dir / unit_file_name(name)
@@ -455,6 +456,11 @@ def plan_uninstall(
     commands = [_systemctl(user_mode, "disable", "--now", unit), _systemctl(user_mode, "daemon-reload")]
     # Files are removed after `disable`: apply() runs commands first for an uninstall.
     return Plan("uninstall", unit, tuple(files), tuple(commands))
+
+
+def config_dir_for(user_mode: bool) -> PurePosixPath:
+    """Where installed configs live: /etc/edgekit, or ~/.config/edgekit for a user service."""
+    return user_config_home() / "edgekit" if user_mode else SYSTEM_CONFIG_DIR
 
 
 def _on_target(root: Path | None, path: PurePosixPath) -> Path:
@@ -545,8 +551,12 @@ def install(
         InputError: a system install without root privileges, or a bad name or path.
     """
     plan = plan_install(config_path, name, user_mode, root, executable)
-    config_file = config_path or _on_target(root, next(c.path for c in plan.files if c.path.suffix == ".toml"))
-    validate_config(Path(config_file), user_mode)
+    installed = config_dir_for(user_mode) / f"{name}.toml"
+    config = validate_config(Path(config_path) if config_path else _on_target(root, installed), user_mode)
+    if any(spec in ("stdout", "-") for spec in config.run.sinks):
+        note = "results go to stdout, i.e. the journal (one line per frame); a camera left running for months "
+        note += "is better served by an mqtt:// or file: sink"
+        plan = dataclasses.replace(plan, notes=(*plan.notes, note))
     if dry_run:
         return plan, []
     if root is None and not user_mode and os.geteuid() != 0:

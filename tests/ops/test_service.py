@@ -182,6 +182,7 @@ def test_dry_run_shows_exactly_what_an_install_into_a_root_writes(config_file: P
     assert "\nSupplementaryGroups=video plugdev\n" in unit  # no apex group in this root
     assert f"ExecStart={EXECUTABLE} run --config /etc/edgekit/%i.toml" in unit
     assert "not run (--root): systemctl enable --now edgekit@porch.service" in out
+    assert "results go to stdout, i.e. the journal" in _invoke(*args, "--dry-run")[1]  # the default sink
     assert not list(root.rglob(".*edgekit-tmp"))
 
 
