@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,11 +30,36 @@ def test_the_filter_really_refuses_writable_executable_memory() -> None:
     assert refused.returncode == 1 and "PermissionError" in refused.stderr
 
 
-def test_edgekit_run_works_under_memory_deny_write_execute(service_model: Path, shared_data: Path) -> None:
-    """LiteRT with the XNNPACK delegate, OpenCV decoding a real video, numpy: no W+X page, no mprotect(EXEC)."""
-    argv = ["-m", "edgekit", "-v", "run", "--model", str(service_model), "--source"]
-    argv += [str(shared_data / "video" / "Megamind.avi"), "--frames", "12", "--stats-interval", "0"]
-    done = _sandboxed("--mdwe", argv=argv)
+# What the unit sets: MemoryDenyWriteExecute=yes, RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK,
+# SystemCallFilter=@system-service, SystemCallFilter=~@privileged @resources, SystemCallErrorNumber=EPERM.
+KEPT_FAMILIES = {socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK}
+UNIT_RULES = [
+    "--mdwe",
+    *[arg for family in range(1, 46) if family not in KEPT_FAMILIES for arg in ("--deny-family", str(family))],
+    *["--allow", "@system-service", "--deny", "@privileged", "--deny", "@resources"],
+]
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (syscall sets)"
+)
+
+
+@needs_analyze
+def test_the_syscall_filter_really_refuses_privileged_calls() -> None:
+    code = "import os; os.setuid(os.getuid()); print('ok')"
+    assert _sandboxed(code=code).stdout.strip() == "ok"
+    refused = _sandboxed(*UNIT_RULES, code=code)
+    assert refused.returncode == 1 and "PermissionError" in refused.stderr
+
+
+@needs_analyze
+def test_edgekit_run_works_under_the_units_seccomp_rules(service_model: Path, shared_data: Path) -> None:
+    """LiteRT with the XNNPACK delegate, OpenCV decoding a real video, numpy: no W+X page, no mprotect(EXEC),
+    no system call outside @system-service minus @privileged and @resources, no other socket family."""
+    video = str(shared_data / "video" / "Megamind.avi")
+    argv = ["-m", "edgekit", "-v", "run", "--model", str(service_model), "--source", video]
+    check = _sandboxed(*UNIT_RULES, argv=[*argv, "--validate-config"])  # the unit's ExecStartPre (forks a probe)
+    assert check.returncode == 0, check.stderr
+    done = _sandboxed(*UNIT_RULES, argv=[*argv, "--frames", "12", "--stats-interval", "0"])
     assert done.returncode == 0, done.stderr
     assert "XNNPACK delegate" in done.stderr  # the JIT-capable path was really taken
     results = [json.loads(line) for line in done.stdout.splitlines()]
