@@ -17,6 +17,7 @@ import grp
 import os
 import pwd
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -351,16 +352,11 @@ class Plan:
                 continue
             text = change.content.decode("utf-8")
             out.append(f"--- write {change.path} (mode {change.mode:04o})")
-            out.append(text if text.endswith("\n") else text + "\n")
-            out[-1] = out[-1][:-1]
+            out.append(text[:-1] if text.endswith("\n") else text)
             out.append("--- end")
-        out.extend("$ " + " ".join(_quote(a) for a in command) for command in self.commands)
+        out.extend("$ " + shlex.join(command) for command in self.commands)
         out.extend(f"# {note}" for note in self.notes)
         return "\n".join(out) + "\n"
-
-
-def _quote(arg: str) -> str:
-    return arg if re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", arg) else "'" + arg.replace("'", "'\"'\"'") + "'"
 
 
 def _systemctl(user_mode: bool, *args: str) -> tuple[str, ...]:
@@ -496,7 +492,7 @@ def apply(plan: Plan, root: Path | None = None, runner: Runner = _run) -> list[s
 
     def run_commands() -> None:
         for command in plan.commands:
-            shown = " ".join(_quote(a) for a in command)
+            shown = shlex.join(command)
             if root is not None:
                 done.append(f"not run (--root): {shown}")
                 continue

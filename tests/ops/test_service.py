@@ -327,3 +327,10 @@ def test_status_and_logs_pass_the_tools_exit_code_on(tmp_path: Path, monkeypatch
         "systemctl status --no-pager --full edgekit@porch.service",
         "journalctl --unit edgekit.service --lines 7 --no-pager",
     ]
+
+
+def test_a_system_install_without_root_says_what_to_do(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service.os, "geteuid", lambda: 1000)
+    code, out, err = _invoke("service", "install", "--config", str(config_file), "--executable", EXECUTABLE)
+    assert (code, out) == (2, "")
+    assert err == "Error: installing a system service needs root: run it with sudo, or pass --user or --dry-run\n"
