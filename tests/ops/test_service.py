@@ -107,6 +107,31 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path, name: str) -
 
 
 @needs_analyze
+@pytest.mark.parametrize("name", UNITS)
+def test_the_shipped_units_pass_verify_as_they_are(tmp_path: Path, name: str) -> None:
+    """Byte for byte, in a root that has /opt/edgekit/bin/edgekit, /bin/kill and the targets the units name."""
+    targets = ["sysinit.target", "basic.target", "shutdown.target", "multi-user.target", "network-online.target"]
+    host = next((d for d in (Path("/lib/systemd/system"), Path("/usr/lib/systemd/system")) if d.is_dir()), None)
+    if host is None or not all((host / t).exists() for t in targets) or not Path("/bin/kill").exists():
+        pytest.skip("this machine has no systemd unit directory to borrow the basic targets from")
+    root = tmp_path / "root"
+    for sub in ("opt/edgekit/bin", "bin", "lib/systemd/system", "etc/systemd/system"):
+        (root / sub).mkdir(parents=True)
+    for target in targets:
+        shutil.copy(host / target, root / "lib/systemd/system" / target)
+    shutil.copy("/bin/kill", root / "bin" / "kill")
+    fake = root / "opt/edgekit/bin/edgekit"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    unit = root / "etc/systemd/system" / name
+    shutil.copy(REPO / "systemd" / name, unit)
+    done = _verify(unit, f"--root={root}")
+    assert (done.returncode, done.stderr) == (0, "")
+    fake.unlink()  # the check is real: without the executable, verify fails
+    assert _verify(unit, f"--root={root}").returncode != 0
+
+
+@needs_analyze
 def test_the_user_unit_passes_verify_for_a_user_manager(tmp_path: Path) -> None:
     unit = tmp_path / "edgekit@.service"
     text = service.render_unit("edgekit@.service", EXECUTABLE, user_mode=True)
