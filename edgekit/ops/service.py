@@ -36,6 +36,8 @@ SERVICE_USER = "edgekit"
 DEVICE_GROUPS = ("video", "plugdev", "apex")
 """video: cameras and dma_heap; plugdev: USB Coral (libedgetpu's udev rule); apex: PCIe/M.2 Coral."""
 
+CREDENTIAL_FILE = "mqtt_password"
+"""The MQTT password file beside the configs; the unit loads it as the systemd credential of the same name."""
 SYSTEM_UNIT_DIR = PurePosixPath("/etc/systemd/system")
 SYSTEM_CONFIG_DIR = PurePosixPath("/etc/edgekit")
 STATE_DIR = PurePosixPath("/var/lib/edgekit")
@@ -111,7 +113,13 @@ def shipped_unit(file_name: str) -> str:
 # --- rendering ----------------------------------------------------------------------------------------------
 
 
-def render_unit(file_name: str, executable: str, groups: Sequence[str] = DEVICE_GROUPS, user_mode: bool = False) -> str:
+def render_unit(
+    file_name: str,
+    executable: str,
+    groups: Sequence[str] = DEVICE_GROUPS,
+    user_mode: bool = False,
+    credential: bool = True,
+) -> str:
     """The unit file for this machine.
 
     Args:
@@ -119,12 +127,21 @@ def render_unit(file_name: str, executable: str, groups: Sequence[str] = DEVICE_
         executable: absolute path of the ``edgekit`` script systemd runs.
         groups: the device groups that exist here (systemd refuses to start with an unknown group).
         user_mode: render for the user manager (``systemctl --user``).
+        credential: the MQTT password file exists; without it the LoadCredential= line is commented out, since
+            systemd fails the start (243/CREDENTIALS) when a credential file named by path is missing.
 
     Returns:
         The unit text.
     """
     check_executable(executable)
     text = shipped_unit(file_name).replace(SHIPPED_EXECUTABLE, executable)
+    if not credential:
+        text = re.sub(
+            r"^(LoadCredential=mqtt_password:.*)$",
+            rf"# \1\n# (no {CREDENTIAL_FILE} at install time: create it, then run edgekit service install again)",
+            text,
+            flags=re.MULTILINE,
+        )
     if user_mode:
         return _user_unit(text)
     present = [g for g in DEVICE_GROUPS if g in groups]
@@ -143,6 +160,7 @@ def _user_unit(text: str) -> str:
         "# system; install the system unit (without --user) on a device that runs unattended.",
     ]
     comments: list[str] = []
+    text = text.replace(str(SYSTEM_CONFIG_DIR) + "/", "%E/edgekit/")
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
@@ -154,7 +172,6 @@ def _user_unit(text: str) -> str:
             continue
         out.extend(comments)
         comments = []
-        line = line.replace(str(SYSTEM_CONFIG_DIR) + "/", "%E/edgekit/")
         if key == "WantedBy":
             line = "WantedBy=default.target"
         out.append(line)
@@ -405,7 +422,8 @@ def plan_install(
         except OSError as exc:
             raise ConfigError(f"{config_path}: cannot read config file ({exc.strerror})") from None
     groups = [] if user_mode else existing_groups(root)
-    content = render_unit(unit_file_name(name), exe, groups, user_mode).encode()
+    credential = _on_target(root, config_dir / CREDENTIAL_FILE).is_file()
+    content = render_unit(unit_file_name(name), exe, groups, user_mode, credential).encode()
     files.insert(0, FileChange(unit_path, content, 0o644))
     reinstall = _on_target(root, unit_path).exists()
 
@@ -422,6 +440,11 @@ def plan_install(
     if reinstall:
         # enable --now leaves a running service on its old config and unit.
         commands.append(_systemctl(user_mode, "restart", unit))
+    if not credential:
+        notes.append(
+            f"no MQTT password: {config_dir / CREDENTIAL_FILE} does not exist, so the unit loads none; to use one, "
+            "create that file (mode 0600) and run edgekit service install again"
+        )
     if user_mode:
         notes.append(f"to start at boot without a login: loginctl enable-linger {pwd.getpwuid(os.getuid()).pw_name}")
     if not user_mode and "video" not in groups:
