@@ -204,7 +204,7 @@ class StallingStream:
     camera whose cable came loose. Later connections (the source reopening) get headers and nothing else.
     """
 
-    def __init__(self, video: Path, seconds: float = 3.0, fraction: float = 0.5) -> None:
+    def __init__(self, video: Path, seconds: float = 4.0, fraction: float = 0.5) -> None:
         self.data = video.read_bytes()
         self.sent_all_at: float | None = None
         self.release = threading.Event()
@@ -270,7 +270,7 @@ def test_a_real_run_notifies_ready_watchdog_stops_on_stall_and_stopping_on_sigte
             received.append((time.monotonic(), dict(line.split("=", 1) for line in data.decode().split("\n"))))
 
     try:
-        # Frames flow for ~3 s, then the stream stalls; watch until 5 s after the last byte went out.
+        # Frames flow for ~4 s, then the stream stalls; watch until 5 s after the last byte went out.
         collect(lambda: stream.sent_all_at is not None and time.monotonic() > stream.sent_all_at + 5.0, 60)
         assert stream.sent_all_at is not None, "the stream never finished sending"
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
