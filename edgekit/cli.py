@@ -290,3 +290,97 @@ def _progress_bars() -> Any:
             yield lambda n: prog.advance(task, n)
 
     return bar
+
+
+# --- living on a device: service ---------------------------------------------------------------------------
+
+
+@cli.group("service")
+def service_group() -> None:
+    """Run edgekit as a systemd service (install, uninstall, status, logs).
+
+    \b
+    One camera:      sudo edgekit service install --config edgekit.toml
+    More cameras:    sudo edgekit service install --config porch.toml --name porch   (edgekit@porch)
+    """
+
+
+_name_option = click.option(
+    "--name",
+    default="edgekit",
+    show_default=True,
+    help="Config name (/etc/edgekit/NAME.toml); other than edgekit: unit edgekit@NAME.",
+)
+_user_option = click.option("--user", "user_mode", is_flag=True, help="A user service (systemctl --user).")
+
+
+@service_group.command("install")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="Config to install.")
+@_name_option
+@_user_option
+@click.option("--dry-run", is_flag=True, help="Print every file and command instead of doing anything.")
+@click.option("--root", type=click.Path(file_okay=False), help="Write into this root directory; run no command.")
+@click.option("--executable", help="The edgekit script for ExecStart (default: the one of this environment).")
+def service_install(
+    config_path: str | None, name: str, user_mode: bool, dry_run: bool, root: str | None, executable: str | None
+) -> None:
+    """Install, enable and start the service (after checking the config the way the service will)."""
+    from pathlib import Path
+
+    from edgekit.ops import service
+
+    plan, done = service.install(
+        Path(config_path) if config_path else None,
+        name,
+        user_mode,
+        Path(root) if root else None,
+        executable,
+        dry_run,
+    )
+    if dry_run:
+        click.echo(plan.describe(), nl=False)
+        return
+    for line in done:
+        click.echo(line)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@service_group.command("uninstall")
+@_name_option
+@_user_option
+@click.option("--purge", is_flag=True, help="Also remove the config file.")
+@click.option("--dry-run", is_flag=True, help="Print every file and command instead of doing anything.")
+@click.option("--root", type=click.Path(file_okay=False), help="Remove from this root directory; run no command.")
+def service_uninstall(name: str, user_mode: bool, purge: bool, dry_run: bool, root: str | None) -> None:
+    """Stop, disable and remove the service (the config stays unless --purge)."""
+    from pathlib import Path
+
+    from edgekit.ops import service
+
+    plan, done = service.uninstall(name, user_mode, Path(root) if root else None, purge, dry_run)
+    click.echo(plan.describe() if dry_run else "\n".join(done), nl=not dry_run)
+
+
+@service_group.command("status")
+@_name_option
+@_user_option
+@click.pass_context
+def service_status(ctx: click.Context, name: str, user_mode: bool) -> None:
+    """systemctl status (exit code passed on: 0 running, 3 stopped, 4 not installed)."""
+    from edgekit.ops import service
+
+    ctx.exit(service.run_tool(service.status_command(name, user_mode)))
+
+
+@service_group.command("logs")
+@_name_option
+@_user_option
+@click.option("-n", "--lines", default=50, show_default=True, help="How many recent lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.pass_context
+def service_logs(ctx: click.Context, name: str, user_mode: bool, lines: int, follow: bool) -> None:
+    """The service's journal (journalctl)."""
+    from edgekit.ops import service
+
+    ctx.exit(service.run_tool(service.logs_command(name, user_mode, lines, follow)))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.config import Config, RunConfig, load_config
+from edgekit.device import notify
 from edgekit.device.model import DeviceModel, open_model
 from edgekit.device.pipeline import Pipeline, Settings
 from edgekit.device.sinks.base import Sink
@@ -209,6 +210,8 @@ def serve(
     config = load_config(config_path, overrides)
     parts = open_io(prepare(config, where), where)
     pipeline: Pipeline | None = None
+    # Outlives reloads (a reload is no STOPPING=1); a no-op unless systemd gave us $NOTIFY_SOCKET.
+    notifier = notify.create(max_fps=config.run.max_fps)
 
     def stop() -> None:
         if pipeline is not None:
@@ -223,7 +226,8 @@ def serve(
         with _signals({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}):
             while True:
                 assert parts.source is not None
-                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, parts.observers)
+                observers = [*parts.observers, notifier]
+                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, observers)
                 logger.info(
                     "running %s (%s, %s) on %s -> %s",
                     parts.model.name,
@@ -246,9 +250,11 @@ def serve(
                     pipeline.publish_stats()  # the last window, so a short run still reports its numbers
                 if reason != "reload":
                     return reason
+                notifier.reloading()
                 parts = _reload(parts, config_path, overrides, where)
     finally:
         parts.close()
+        notifier.close()
 
 
 def _reload(parts: Parts, config_path: str | Path | None, overrides: Mapping[str, Any] | None, where: str) -> Parts:
