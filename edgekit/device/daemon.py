@@ -63,6 +63,10 @@ def check_values(config: Config, where: str = "config") -> None:
             sinks.scheme_of(spec)
         except EdgekitError as exc:
             raise ConfigError(f"{where}: key 'run.sinks[{i}]': {exc.message}") from None
+    if config.http.listen:
+        from edgekit.device import http
+
+        http.check_config(config.http, where)
     if run.source:
         sources.kind_of(run.source)  # a missing file or camera is a SourceError naming it
 
@@ -207,6 +211,15 @@ def serve(
     config = load_config(config_path, overrides)
     parts = open_io(prepare(config, where), where)
     pipeline: Pipeline | None = None
+    preview, server = None, None
+    if config.http.listen:
+        from edgekit.device import http
+
+        try:
+            preview, server = http.start(config.http, where)
+        except BaseException:
+            parts.close()
+            raise
 
     def stop() -> None:
         if pipeline is not None:
@@ -221,7 +234,10 @@ def serve(
         with _signals({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}):
             while True:
                 assert parts.source is not None
-                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, parts.observers)
+                taps = [preview] if preview is not None else []
+                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, parts.observers, taps)
+                if preview is not None:
+                    preview.attach(pipeline, parts.config.run.device)
                 logger.info(
                     "running %s (%s, %s) on %s -> %s",
                     parts.model.name,
@@ -239,6 +255,8 @@ def serve(
                     return reason
                 parts = _reload(parts, config_path, overrides, where)
     finally:
+        if server is not None:
+            server.close()
         parts.close()
 
 
