@@ -432,6 +432,10 @@ class PreviewServer(ThreadingHTTPServer):
         self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
         self._thread.start()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints these to stderr; a bug in a handler belongs in the log, and must not stop the camera.
+        logger.error("preview: request from %s failed", client_address[0], exc_info=True)
+
     def close(self) -> None:
         """Stop serving: end open streams, stop the accept loop, close the socket."""
         self.preview.closing.set()
@@ -445,6 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: PreviewServer
     server_version = "edgekit"
     protocol_version = "HTTP/1.1"
+    timeout = 60  # idle keep-alive connections and stalled viewers give their thread back
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)

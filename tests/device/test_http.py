@@ -192,7 +192,7 @@ def running(classifier_dir: Path, video: Path) -> Iterator[tuple[str, Pipeline]]
     try:
         yield f"http://127.0.0.1:{port}", started[0]
     finally:
-        started[0].stop()
+        started[-1].stop()  # the newest: a test may have reloaded
         thread.join(timeout=15)
     assert not thread.is_alive()
     with pytest.raises(OSError):  # the server is gone with the run
@@ -235,6 +235,18 @@ def test_metrics_parse_and_move_and_nothing_is_encoded_without_a_viewer(running:
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (528, 720, 3)
     third = _samples(_get(base + "/metrics")[2].decode())
     assert third["edgekit_preview_encoded_frames_total"] >= parts - 1
+
+
+def test_counters_keep_counting_across_a_reload(running: tuple[str, Pipeline], classifier_dir: Path) -> None:
+    base, first = running
+    _wait_for(lambda: first.seq >= 3, what="frames")
+    first.stop("reload", interrupt=False)  # what SIGHUP does
+    before = _samples(_get(base + "/metrics")[2].decode())["edgekit_frames_total"]
+    _wait_for(lambda: json.loads(_get(base + "/api/status")[2])["frames"] >= before + 5, what="frames after reload")
+    after = _samples(_get(base + "/metrics")[2].decode())
+    assert after["edgekit_frames_total"] >= before + 5  # not reset to the new pipeline's count
+    assert after["edgekit_inference_seconds_count"] == after["edgekit_frames_total"]
+    assert json.loads(_get(base + "/api/status")[2])["result"]["seq"] < after["edgekit_frames_total"]
 
 
 def test_page_in_headless_chromium(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
