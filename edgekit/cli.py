@@ -80,6 +80,12 @@ _RUN_OPTIONS = {
 }
 
 
+def _config_key(option: str) -> str:
+    """The dotted config key of a `run` option (keys of other sections are spelled out in _RUN_OPTIONS)."""
+    key = _RUN_OPTIONS[option]
+    return key if "." in key else f"run.{key}"
+
+
 @cli.command("run")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--model", help="Folder written by edgekit convert, or a .tflite.")
@@ -111,9 +117,7 @@ def run_command(config_path: str | None, print_config: bool, validate_config: bo
     from edgekit.device import daemon
 
     overrides = {
-        _RUN_OPTIONS[name] if "." in _RUN_OPTIONS[name] else f"run.{_RUN_OPTIONS[name]}": list(value)
-        if isinstance(value, tuple)
-        else value
+        _config_key(name): list(value) if isinstance(value, tuple) else value
         for name, value in options.items()
         if value is not None and value != ()
     }
