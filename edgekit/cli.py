@@ -76,7 +76,15 @@ _RUN_OPTIONS = {
     "only_changes": "only_changes",
     "stats_interval": "stats_interval",
     "camera": "camera",
+    "http": "http.listen",
+    "http_fps": "http.fps",
 }
+
+
+def _config_key(option: str) -> str:
+    """The dotted config key of a `run` option (keys of other sections are spelled out in _RUN_OPTIONS)."""
+    key = _RUN_OPTIONS[option]
+    return key if "." in key else f"run.{key}"
 
 
 @cli.command("run")
@@ -98,6 +106,8 @@ _RUN_OPTIONS = {
 @click.option("--only-changes/--every-frame", default=None, help="Publish only when the result changes.")
 @click.option("--stats-interval", type=float, help="Seconds between stats records (0: off).")
 @click.option("--camera", help="Name carried in every record (default: the host name).")
+@click.option("--http", metavar="[HOST:]PORT", help="Serve the live preview page and /metrics (e.g. 127.0.0.1:8080).")
+@click.option("--http-fps", type=float, help="Frames per second of the preview stream (default 5).")
 @click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
 @click.option("--validate-config", is_flag=True, help="Check config, model and labels, then exit.")
 def run_command(config_path: str | None, print_config: bool, validate_config: bool, **options: Any) -> None:
@@ -109,7 +119,7 @@ def run_command(config_path: str | None, print_config: bool, validate_config: bo
     from edgekit.device import daemon
 
     overrides = {
-        f"run.{_RUN_OPTIONS[name]}": list(value) if isinstance(value, tuple) else value
+        _config_key(name): list(value) if isinstance(value, tuple) else value
         for name, value in options.items()
         if value is not None and value != ()
     }

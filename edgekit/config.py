@@ -87,11 +87,26 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The live preview page and Prometheus metrics of `edgekit run` (off unless ``listen`` is set)."""
+
+    # HOST:PORT or PORT (loopback); empty: no server. Use 0.0.0.0:PORT to let other machines in.
+    listen: str = ""
+    # Frames per second of /stream.mjpg (encoded only while someone watches).
+    fps: float = 5.0
+    jpeg_quality: int = 80
+    # Basic auth: the password comes from the systemd credential "http_password" or this file.
+    user: str = "edgekit"
+    password_file: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
     run: RunConfig = field(default_factory=RunConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 # --- loading -----------------------------------------------------------------------------------------------

@@ -64,6 +64,10 @@ def check_values(config: Config, where: str = "config") -> None:
             sinks.scheme_of(spec)
         except EdgekitError as exc:
             raise ConfigError(f"{where}: key 'run.sinks[{i}]': {exc.message}") from None
+    if config.http.listen:
+        from edgekit.device import http
+
+        http.check_config(config.http, where)
     if run.source:
         sources.kind_of(run.source)  # a missing file or camera is a SourceError naming it
 
@@ -212,6 +216,15 @@ def serve(
     pipeline: Pipeline | None = None
     # Outlives reloads (a reload is no STOPPING=1); a no-op unless systemd gave us $NOTIFY_SOCKET.
     notifier = notify.create(max_fps=config.run.max_fps)
+    preview, server = None, None
+    if config.http.listen:
+        from edgekit.device import http
+
+        try:
+            preview, server = http.start(config.http, where)
+        except BaseException:
+            parts.close()
+            raise
 
     def stop() -> None:
         if pipeline is not None:
@@ -227,7 +240,10 @@ def serve(
             while True:
                 assert parts.source is not None
                 observers = [*parts.observers, notifier]
-                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, observers)
+                taps = [preview] if preview is not None else []
+                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, observers, taps)
+                if preview is not None:
+                    preview.attach(pipeline, parts.config.run.device)
                 logger.info(
                     "running %s (%s, %s) on %s -> %s",
                     parts.model.name,
@@ -253,6 +269,8 @@ def serve(
                 notifier.reloading()
                 parts = _reload(parts, config_path, overrides, where)
     finally:
+        if server is not None:
+            server.close()
         parts.close()
         notifier.close()
 

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,6 +38,16 @@ class Settings:
     frames: int = 0
     only_changes: bool = False
     stats_interval: float = 10.0
+
+
+class FrameTap(Protocol):
+    """Something that watches processed frames (the preview server): offered every frame, after the sinks.
+
+    ``offer`` runs in the frame loop, so it must be O(1): keep references, never copy, draw or encode there.
+    The frame and the record are not modified after the offer, so a reference is enough.
+    """
+
+    def offer(self, frame: Frame, result: Mapping[str, Any], geometry: Geometry) -> None: ...
 
 
 class ChangeFilter:
@@ -218,6 +228,7 @@ class Pipeline:
         settings: loop settings.
         observers: sinks that see every result and stats record regardless of ``only_changes`` (the systemd
             notifier: it must see results flow to feed the watchdog).
+        taps: offered every processed frame with its result (the preview server), see `FrameTap`.
     """
 
     def __init__(
@@ -227,12 +238,14 @@ class Pipeline:
         sinks: Sequence[Sink],
         settings: Settings,
         observers: Sequence[Sink] = (),
+        taps: Sequence[FrameTap] = (),
     ) -> None:
         self.model = model
         self.source = source
         self.settings = settings
         self.data_sinks: list[Sink] = [ChangeFilter(s) if settings.only_changes else s for s in sinks]
         self.observers = list(observers)
+        self.taps = list(taps)
         self.stats = Stats()
         self.seq = 0
         self._stop = threading.Event()
@@ -357,6 +370,8 @@ class Pipeline:
             },
         }
         self._publish_result(record)
+        for tap in self.taps:
+            tap.offer(frame, record, geometry)
         self.stats.add((t3 - t2_now) * 1000, (time.monotonic() - frame.monotonic) * 1000)
 
     def _classify(self, geometry: Any) -> tuple[list[dict[str, Any]], str]:

@@ -66,6 +66,10 @@ class LiveSource:
     def dropped(self) -> int:
         return self._capture.dropped
 
+    @property
+    def reopens(self) -> int:
+        return getattr(self._capture, "reopens", 0)
+
     def __iter__(self) -> Iterator[Frame]:
         return iter(self._capture)
 
@@ -171,6 +175,10 @@ class VideoFile:
     @property
     def dropped(self) -> int:
         return self._capture.dropped
+
+    @property
+    def reopens(self) -> int:
+        return getattr(self._capture, "reopens", 0)
 
     def __iter__(self) -> Iterator[Frame]:
         return iter(self._capture)

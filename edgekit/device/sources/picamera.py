@@ -98,6 +98,10 @@ class PiCamera:
     def dropped(self) -> int:
         return self._capture.dropped
 
+    @property
+    def reopens(self) -> int:
+        return getattr(self._capture, "reopens", 0)
+
     def __iter__(self) -> Iterator[Frame]:
         return iter(self._capture)
 
