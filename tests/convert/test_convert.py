@@ -105,3 +105,29 @@ def test_quality_gate_exits_3_and_replaces_an_edgekit_folder(tmp_path: Path, cal
         )
     assert (out / "model.tflite").stat().st_mtime_ns != before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_savedmodel_with_logits_gets_a_softmax(tmp_path: Path, calib_dir: Path) -> None:
+    import keras
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+    from edgekit.convert.tfl import Runner
+
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    logits = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, logits).export(str(tmp_path / "saved"), verbose=False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        ["convert", str(tmp_path / "saved"), "--calib", str(calib_dir), "--num-calib", "20", "--out", str(out),
+         "--preprocess", "raw", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["notes"][0] == "the model ends in logits: a softmax was appended so the device reads probabilities"
+    assert load_manifest(out).source.kind == "savedmodel"  # type: ignore[union-attr]
+    assert load_manifest(out).preprocess.mean == (0.0, 0.0, 0.0)
+    probs = Runner((out / "model.tflite").read_bytes())(np.zeros((2, 64, 64, 3), np.uint8))
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=0.02)
