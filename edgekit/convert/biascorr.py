@@ -52,7 +52,7 @@ def _targets(model: Any) -> list[tuple[Any, Any | None]]:
     return found
 
 
-def correct_biases(model: Any, images: np.ndarray, batch: int = 8) -> int:
+def correct_biases(model: Any, images: np.ndarray, batch: int = 4) -> int:
     """Adjust biases / BatchNorm means of ``model`` in place for its int8 weight rounding.
 
     Args:
@@ -75,8 +75,10 @@ def correct_biases(model: Any, images: np.ndarray, batch: int = 8) -> int:
         outs = probe(images[start : start + batch], training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for j, out in enumerate(outs):
-            arr = np.asarray(out, dtype=np.float64)
-            sums[j] += arr.reshape(-1, arr.shape[-1]).sum(axis=0) / (arr.size // arr.shape[-1]) * arr.shape[0]
+            arr = np.asarray(out)
+            # per-image spatial mean, summed over the batch; float64 accumulation without a float64 copy
+            axes = tuple(range(1, arr.ndim - 1))
+            sums[j] += arr.mean(axis=axes, dtype=np.float64).sum(axis=0)
         count += len(images[start : start + batch])
     for (layer, norm), total in zip(targets, sums, strict=True):
         mean_in = total / count

@@ -75,7 +75,7 @@ def find_pairs(model: Any) -> list[Pair]:
     return pairs
 
 
-def channel_maxima(model: Any, pairs: list[Pair], images: np.ndarray, batch: int = 16) -> list[np.ndarray]:
+def channel_maxima(model: Any, pairs: list[Pair], images: np.ndarray, batch: int = 8) -> list[np.ndarray]:
     """Per-channel maximum of each pair's activation over the (baked-input) calibration images."""
     import keras
 

@@ -193,7 +193,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
         notes.append(note)
         eval_source = f"{options.calib} (held out)"
     if calib.skipped:
-        notes.append(f"{len(calib.skipped)} unreadable files in --calib were skipped")
+        notes.append(f"unreadable files in --calib skipped: {len(calib.skipped)}")
 
     params = macs = None
     try:

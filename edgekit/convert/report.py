@@ -116,7 +116,7 @@ def rows(report: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     if c.get("augmented"):
         cal_text += f" ({c['augmented']} augmented crops/flips)"
     if c.get("skipped"):
-        cal_text += f", {c['skipped']} unreadable files skipped"
+        cal_text += f", unreadable files skipped: {c['skipped']}"
     f = report["fidelity"]
     e = report["eval"]
     fid_rows = [

@@ -73,61 +73,61 @@ def test_int8_model_runs_on_uint8_pixels_and_tracks_the_float_model(
     assert np.allclose(q.sum(axis=1), 1.0, atol=0.05)
 
 
-def _tie_model(path: Path) -> Path:
-    """A classifier whose two classes differ by far less than int8's output step (1/256).
-
-    Float picks class 1 whenever a picture is greener than it is red; int8 rounds both probabilities to the same
-    step and picks class 0. So top-1 agreement is below 1.0 for any set of real photos with both kinds.
-    """
+def test_quality_gate_exits_3_and_replaces_an_edgekit_folder(tmp_path: Path, calib_dir: Path) -> None:
     import keras
-
-    inp = keras.Input((96, 96, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inp)
-    dense = keras.layers.Dense(2, activation="softmax")
-    out = dense(pooled)
-    dense.set_weights([np.array([[-1e-3, 1e-3], [1e-3, -1e-3], [0.0, 0.0]], np.float32), np.zeros(2, np.float32)])
-    keras.Model(inp, out).save(path)
-    return path
-
-
-def test_quality_gate_exits_3_and_replaces_an_edgekit_folder(
-    converted: tuple[Path, dict], tmp_path: Path, calib_dir: Path
-) -> None:
     from click.testing import CliRunner
 
     from edgekit.cli import cli
 
-    import shutil
-
-    out = tmp_path / "model"  # a copy: the session's converted folder stays as other tests expect it
-    shutil.copytree(converted[0], out)
+    # A classifier whose decision hinges on a difference far below int8 resolution: float picks "red" or
+    # "blue" by the sign of mean(R) - mean(B); int8 sees two equal scores on every photo.
+    inputs = keras.Input((64, 64, 3))
+    head = keras.layers.Dense(2, activation="softmax")
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(inputs)))
+    head.set_weights([np.array([[1e-3, -1e-3], [0.0, 0.0], [-1e-3, 1e-3]], np.float32), np.zeros(2, np.float32)])
+    path = tmp_path / "fragile.keras"
+    model.save(path)
+    out = tmp_path / "fragile-model"
+    args = ["convert", str(path), "--calib", str(calib_dir), "--num-calib", "20", "--out", str(out), "--eval",
+            str(calib_dir), "--quiet", "--min-agreement", "0.99"]  # fmt: skip
+    first = CliRunner().invoke(cli, args)
     before = (out / "model.tflite").stat().st_mtime_ns
-    (tmp_path / "labels.txt").write_text("red\ngreen\n")
+    second = CliRunner().invoke(cli, args)  # an existing edgekit folder is replaced without --force
+    report = json.loads((out / "report.json").read_text())
+    agreement = report["fidelity"]["top1_agreement"]
+    assert report["eval"] == {"source": str(calib_dir), "images": 21, "held_out": False}
+    assert 0.0 < agreement < 0.99
+    for result in (first, second):
+        assert result.exit_code == 3
+        assert result.output == (
+            f"Error: int8 top-1 agreement {agreement:.3f} is below --min-agreement 0.99 "
+            f"(model written to {out}; see report.json)\n"
+        )
+    assert (out / "model.tflite").stat().st_mtime_ns != before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_savedmodel_with_logits_gets_a_softmax(tmp_path: Path, calib_dir: Path) -> None:
+    import keras
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+    from edgekit.convert.tfl import Runner
+
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    logits = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, logits).export(str(tmp_path / "saved"), verbose=False)
+    out = tmp_path / "out"
     result = CliRunner().invoke(
         cli,
-        [
-            "convert",
-            str(_tie_model(tmp_path / "tie.keras")),
-            "--calib",
-            str(calib_dir),
-            "--num-calib",
-            "30",
-            "--out",
-            str(out),
-            "--quiet",
-            "--min-agreement",
-            "1.0",
-            "--labels",
-            str(tmp_path / "labels.txt"),
-        ],
-    )
-    agreement = json.loads((out / "report.json").read_text())["fidelity"]["top1_agreement"]
-    assert agreement < 1.0
-    assert result.exit_code == 3
-    assert result.output == (
-        f"Error: int8 top-1 agreement {agreement:.3f} is below --min-agreement 1 "
-        f"(model written to {out}; see report.json)\n"
-    )
-    # an existing edgekit folder is replaced without --force, and the model is there for inspection
-    assert (out / "model.tflite").stat().st_mtime_ns != before
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+        ["convert", str(tmp_path / "saved"), "--calib", str(calib_dir), "--num-calib", "20", "--out", str(out),
+         "--preprocess", "raw", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["notes"][0] == "the model ends in logits: a softmax was appended so the device reads probabilities"
+    assert load_manifest(out).source.kind == "savedmodel"  # type: ignore[union-attr]
+    assert load_manifest(out).preprocess.mean == (0.0, 0.0, 0.0)
+    probs = Runner((out / "model.tflite").read_bytes())(np.zeros((2, 64, 64, 3), np.uint8))
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=0.02)

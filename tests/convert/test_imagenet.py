@@ -32,7 +32,7 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, shared_data
             "--calib",
             str(shared_data / "photos"),
             "--num-calib",
-            "64",
+            "210",
             "--eval",
             str(shared_data / "photos"),
             "--out",
@@ -61,7 +61,11 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, shared_data
     q = Runner((out / "model.tflite").read_bytes())(images)
     confident = ref.max(axis=1) > 0.5
     assert confident.sum() >= 5
-    assert (ref.argmax(1) == q.argmax(1))[confident].all()
+    flipped = [
+        (photos[i].name, round(float(np.sort(ref[i])[-1]), 3), round(float(np.sort(ref[i])[-2]), 3))
+        for i in np.flatnonzero(confident & (ref.argmax(1) != q.argmax(1)))
+    ]
+    assert flipped == []
     top5 = np.argsort(-q, axis=1)[:, :5]
     assert np.mean([ref.argmax(1)[i] in top5[i] for i in range(len(q))]) >= 0.95
     assert report["fidelity"]["top1_agreement"] == pytest.approx(float(np.mean(ref.argmax(1) == q.argmax(1))))
