@@ -8,7 +8,9 @@ that `edgekit --help` works on a Pi that has only the device extra.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
 import click
@@ -222,6 +224,13 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     show_default=True,
     help="Quantization recipe (textbook = plain TFLiteConverter, for comparison).",
 )
+@click.option(
+    "--task",
+    type=click.Choice(["auto", "classify", "detect"]),
+    default="auto",
+    show_default=True,
+    help="auto: detect for a SavedModel ending in TFLite_Detection_PostProcess, else classify.",
+)
 @click.option("--force", is_flag=True, help="Replace --out even if it is not an edgekit model folder.")
 @click.option("--edgetpu", is_flag=True, help="Also compile model_edgetpu.tflite with edgetpu_compiler (x86-64 Linux).")
 @click.option("--require-full-tpu", is_flag=True, help="Exit 3 when ops before the postprocess would run on the CPU.")
@@ -237,12 +246,14 @@ def convert_command(
     quiet: bool,
     edgetpu: bool,
     require_full_tpu: bool,
+    task: str,
     **options: Any,
 ) -> None:
-    """Convert MODEL to a full-int8 TFLite classifier calibrated on your images, and prove its fidelity.
+    """Convert MODEL to a full-int8 TFLite classifier or SSD detector calibrated on your images, with proof.
 
     MODEL is a .keras/.h5 file, a SavedModel folder, or a built-in architecture: mobilenet_v1, mobilenet_v2,
-    mobilenet_v3_small, mobilenet_v3_large.
+    mobilenet_v3_small, mobilenet_v3_large. An SSD SavedModel in the TF Object Detection API's TFLite export
+    layout converts as a detector (--task detect; mAP of float and int8 with --eval).
 
     \b
     Exit codes: 0 ok, 2 bad input (nothing written), 3 below --min-agreement or --require-full-tpu (model
@@ -256,6 +267,20 @@ def convert_command(
     opts = ConvertOptions(
         model=model, calib=calib, out=out, num_calib=num_calib, eval=eval_path, extensions=(stage,), **options
     )
+    if task == "auto":
+        from edgekit.convert.detect.savedmodel import is_detector_saved_model
+
+        task = "detect" if os.path.isdir(model) and is_detector_saved_model(model) else "classify"
+    if task == "detect":
+        from edgekit.convert.detect.pipeline import convert_detector_from_options, render_report
+
+        detected = convert_detector_from_options(opts)
+        if as_json:
+            click.echo(json.dumps(detected.to_dict(), indent=2))
+        elif not quiet:
+            click.echo(render_report(detected))
+        stage.enforce(detected.out_dir)
+        return
     progress = None if quiet or as_json else _progress_bars()
     result = convert_classifier(opts, progress)
     if as_json:

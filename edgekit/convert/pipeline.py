@@ -302,7 +302,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
         manifest_path.write_text(manifest.to_json(), encoding="utf-8")
         body["timing"] = {"wall_s": time.monotonic() - started, "peak_rss_mb": _peak_rss_mb()}
         (tmp / "report.json").write_text(report.to_json(body), encoding="utf-8")
-        _swap_in(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -332,7 +332,7 @@ def _truth(evalset: calibration.ImageSet, labels: tuple[str, ...] | None) -> tup
     return truth, note
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
+def swap_in(tmp: Path, out: Path) -> None:
     """Move the finished folder into place; an old edgekit output is replaced only once the new one is whole."""
     if not out.exists():
         os.replace(tmp, out)

@@ -187,7 +187,7 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path: Path, shape_detector: Pat
     out = tmp_path / "precious"
     out.mkdir()
     (out / "thesis.txt").write_text("do not delete")
-    with pytest.raises(InputError, match="exists and is not an edgekit output"):
+    with pytest.raises(InputError, match="exists and is not an edgekit model folder"):
         convert_detector(shape_detector, tmp_path, out)
     assert (out / "thesis.txt").read_text() == "do not delete"
 
@@ -235,3 +235,43 @@ def test_od_api_style_reversed_returns_still_give_standard_order(tmp_path: Path)
     assert spec.postprocess["max_detections"] == 7 and spec.postprocess["y_scale"] == 10.0
     info = describe(convert_saved_model(str(tmp_path / "sm"), None))
     assert [o.shape for o in info.outputs] == [(1, 7, 4), (1, 7), (1, 7), (1,)]
+
+
+def test_cli_converts_a_detector_saved_model_by_itself(
+    shape_detector: Path, scene_folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+    from edgekit.model.manifest import load_manifest
+
+    calib, evaluation = scene_folders
+    out = tmp_path / "ssd"
+    args = ["convert", str(shape_detector), "--calib", str(calib), "--num-calib", "20", "--out", str(out)]
+    labels = ["--labels", str(shape_detector.parent / "labels.txt"), "--eval", str(evaluation), "--json"]
+    result = CliRunner().invoke(cli, [*args, *labels])  # no --task: the fused postprocess says "detect"
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ops"]["TFLite_Detection_PostProcess"] == 1
+    assert report["int8_map"]["map50"] > 0.0
+    # every conversion carries the Edge TPU preflight; the postprocess op is expected on the CPU
+    assert "preflight" in report["sections"]["Edge TPU"]
+    assert load_manifest(out).task == "detect"
+    assert json.loads((out / "report.json").read_text()) == report
+
+
+def test_cli_refuses_classifier_options_for_a_detector(
+    shape_detector: Path, scene_folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    out = tmp_path / "ssd"
+    args = ["convert", str(shape_detector), "--task", "detect", "--calib", str(scene_folders[0]), "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--alpha", "0.5"])
+    assert result.exit_code == 2
+    assert result.output == "Error: --alpha: applies to classifiers only; drop it for --task detect\n"
+    assert not out.exists()

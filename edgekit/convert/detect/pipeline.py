@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edgekit.convert.detect.metrics import ImageBoxes, MapResult, mean_average_precision
+from edgekit.convert.pipeline import ConvertOptions, Extension, check_out, swap_in
 from edgekit.errors import InputError
 from edgekit.model.manifest import (
-    MANIFEST_NAME,
     InputSpec,
     Manifest,
     OutputSpec,
@@ -72,6 +71,7 @@ class DetectReport:
     eval_images: int = 0
     float_map: MapResult | None = None
     int8_map: MapResult | None = None
+    sections: dict[str, Any] = field(default_factory=dict)  # filled by extensions (e.g. "Edge TPU")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
@@ -93,6 +93,7 @@ def convert_detector(
     input_std: float = 127.5,
     force: bool = False,
     seed: int = 0,
+    extensions: Sequence[Extension] = (),
 ) -> DetectReport:
     """Convert an SSD detector SavedModel (``export_tflite_graph_tf2`` layout) to full int8 with uint8 input.
 
@@ -111,6 +112,8 @@ def convert_detector(
         input_std: pixel units per 1.0 of the model's float input (127.5: pixels to [-1, 1]).
         force: replace ``out_dir`` even if it is not an edgekit output.
         seed: seed for calibration sampling and augmentation.
+        extensions: steps run on the int8 model inside the temporary folder (the Edge TPU stage); each returns
+            report sections.
 
     Returns:
         The report.
@@ -123,7 +126,7 @@ def convert_detector(
     from edgekit.convert.detect.tflite import OUTPUT_ROLES, TfliteDetector, convert_saved_model, describe
 
     out = Path(out_dir)
-    _check_out_dir(out, force)
+    check_out(out, force)
     spec = read_detector_saved_model(saved_model_dir)
     names = _resolve_labels(labels, spec.num_classes)
     eval_items = None
@@ -197,7 +200,7 @@ def convert_detector(
         converter=_versions(),
         extra={"postprocess": info.postprocess},
     )
-    _write_output(out, int8_model, names, manifest, report)
+    _write_output(out, int8_model, names, manifest, report, extensions)
     return report
 
 
@@ -230,6 +233,9 @@ def render_report(report: DetectReport) -> str:
         lines.append("(no --eval images: mAP not measured)")
     ops = ", ".join(f"{k} {v}" for k, v in sorted(report.ops.items(), key=lambda kv: -kv[1]))
     lines.append(f"ops: {ops}")
+    for title, content in report.sections.items():  # e.g. the Edge TPU preflight
+        lines.append(f"{title}:")
+        lines.extend(f"  {key}: {value}" for key, value in content.items())
     return "\n".join(lines)
 
 
@@ -408,27 +414,25 @@ def _resolve_labels(labels: str | Path | Sequence[str] | None, num_classes: int)
 _POSTPROCESS = "TFLite_Detection_PostProcess"
 
 
-def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not force and not (out.is_dir() and (out / MANIFEST_NAME).is_file()):
-        raise InputError(f"{out}: exists and is not an edgekit output; choose another --out or add --force")
-    if not out.parent.exists():
-        raise InputError(f"{out.parent}: the folder for --out does not exist")
-
-
-def _write_output(out: Path, model: bytes, labels: Sequence[str], manifest: Manifest, report: DetectReport) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+def _write_output(
+    out: Path,
+    model: bytes,
+    labels: Sequence[str],
+    manifest: Manifest,
+    report: DetectReport,
+    extensions: Sequence[Extension],
+) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
     try:
         (tmp / manifest.model).write_bytes(model)
         (tmp / "labels.txt").write_text("".join(f"{n}\n" for n in labels), encoding="utf-8")
+        for extension in extensions:
+            report.sections.update(extension(model, tmp, report.to_dict()))
+        if (tmp / "model_edgetpu.tflite").is_file():  # written by the Edge TPU stage
+            manifest = replace(manifest, edgetpu_model="model_edgetpu.tflite")
         manifest.write(tmp)
         write_atomic(tmp / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -440,3 +444,56 @@ def _versions() -> dict[str, str]:
     from edgekit import __version__
 
     return {"edgekit": __version__, "tensorflow": str(tf.__version__)}
+
+
+# Options of `edgekit convert` that only make sense for classifiers, with the flag a user typed.
+_CLASSIFIER_ONLY = {
+    "alpha": "--alpha",
+    "input_size": "--input-size",
+    "weights": "--weights",
+    "resize": "--resize",
+    "crop_fraction": "--crop-fraction",
+    "min_agreement": "--min-agreement",
+}
+
+
+def convert_detector_from_options(options: ConvertOptions) -> DetectReport:
+    """`edgekit convert --task detect`: check the shared command-line options, then `convert_detector`.
+
+    Raises:
+        InputError: an option that applies to classifiers only, int8 input (detectors take uint8 pixels), a
+            per-channel mean/std (the OD API normalises all channels alike), or a textbook recipe.
+    """
+    for name, flag in _CLASSIFIER_ONLY.items():
+        if getattr(options, name) is not None:
+            raise InputError(f"{flag}: applies to classifiers only; drop it for --task detect")
+    if options.io != "uint8":
+        raise InputError("--io int8: detectors are converted with uint8 input (as Coral's SSDs); drop --io")
+    if options.recipe != "edgekit":
+        raise InputError("--recipe: detectors have one recipe; drop --recipe for --task detect")
+    mean, std = _uniform("--mean", options.mean, 127.5), _uniform("--std", options.std, 127.5)
+    if options.preprocess == "raw":
+        mean, std = 0.0, 1.0
+    elif options.preprocess == "torch":
+        raise InputError("--preprocess torch: detectors need one mean/std for all channels; use --mean/--std")
+    return convert_detector(
+        options.model,
+        options.calib,
+        options.out,
+        labels=options.labels,
+        eval_dir=options.eval,
+        num_calib=options.num_calib,
+        input_mean=mean,
+        input_std=std,
+        force=options.force,
+        seed=options.seed,
+        extensions=options.extensions,
+    )
+
+
+def _uniform(flag: str, value: tuple[float, float, float] | None, default: float) -> float:
+    if value is None:
+        return default
+    if len(set(value)) != 1:
+        raise InputError(f"{flag} {','.join(f'{v:g}' for v in value)}: detectors take one value for all channels")
+    return value[0]
