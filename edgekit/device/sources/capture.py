@@ -19,6 +19,49 @@ logger = logging.getLogger(__name__)
 ReadFn = Callable[[], "np.ndarray | None"]
 
 
+class _CaptureThread:
+    """What both capture threads share: stopping them, from the loop or from a signal handler."""
+
+    _stop: threading.Event
+    _cond: threading.Condition
+    _thread: threading.Thread
+    dropped: int
+
+    def interrupt(self) -> None:
+        """Make a waiting iterator return soon; safe from a signal handler (sets a flag, takes no lock)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+
+
+class CapturedSource:
+    """A source whose frames come from a capture thread (`self._capture`): the delegation they all share."""
+
+    name: str
+    _capture: LatestFrameCapture | OrderedCapture
+
+    @property
+    def dropped(self) -> int:
+        return self._capture.dropped
+
+    @property
+    def reopens(self) -> int:
+        return getattr(self._capture, "reopens", 0)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self._capture)
+
+    def interrupt(self) -> None:
+        self._capture.interrupt()
+
+    def close(self) -> None:
+        self._capture.close()
+
+
 class EndOfStream(Exception):
     """Raised by a reader when a live source ended unexpectedly (to be reopened)."""
 
@@ -37,7 +80,7 @@ class Backoff:
         self.delay = self.first
 
 
-class LatestFrameCapture:
+class LatestFrameCapture(_CaptureThread):
     """Reads a live source on its own thread and keeps only the newest frame.
 
     A camera produces frames whether or not we keep up; queueing them would make every result older than the
@@ -146,18 +189,8 @@ class LatestFrameCapture:
                 logger.warning("%s: no frame for %.0f s", self.name, time.monotonic() - self._last_frame_at)
                 self._last_frame_at = time.monotonic()
 
-    def interrupt(self) -> None:
-        """Make a waiting iterator return soon; safe from a signal handler (sets a flag, takes no lock)."""
-        self._stop.set()
 
-    def close(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        self._thread.join(timeout=5.0)
-
-
-class OrderedCapture:
+class OrderedCapture(_CaptureThread):
     """Reads a file on its own thread, a couple of frames ahead, in order, never dropping.
 
     Decoding the next frame overlaps with inference on this one; the small bound keeps memory flat when the
@@ -221,13 +254,6 @@ class OrderedCapture:
             # Re-stamp: the frame was decoded ahead, but its latency starts when the loop can take it.
             yield Frame(item.image, item.index, time.time(), time.monotonic(), item.color)
 
-    def interrupt(self) -> None:
-        """Make a waiting iterator return soon; safe from a signal handler (sets a flag, takes no lock)."""
-        self._stop.set()
-
     def close(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+        super().close()
         self._release()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from edgekit.config import Config
-from edgekit.device.sources.base import Frame
-from edgekit.device.sources.capture import LatestFrameCapture, OrderedCapture, ReadFn
+from edgekit.device.sources.capture import CapturedSource, LatestFrameCapture, OrderedCapture, ReadFn
 from edgekit.errors import MissingExtra, SourceError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +27,7 @@ def _cv2() -> Any:
     return cv2
 
 
-class LiveSource:
+class LiveSource(CapturedSource):
     """A V4L2 camera or network stream through OpenCV, newest frame only (see `LatestFrameCapture`)."""
 
     def __init__(self, spec: str, target: int | str, backend: int, stall_timeout: float = 5.0) -> None:
@@ -62,23 +60,6 @@ class LiveSource:
             self._cap.release()
             self._cap = None
 
-    @property
-    def dropped(self) -> int:
-        return self._capture.dropped
-
-    @property
-    def reopens(self) -> int:
-        return getattr(self._capture, "reopens", 0)
-
-    def __iter__(self) -> Iterator[Frame]:
-        return iter(self._capture)
-
-    def interrupt(self) -> None:
-        self._capture.interrupt()
-
-    def close(self) -> None:
-        self._capture.close()
-
 
 def create_device(spec: str, config: Config, **hints: Any) -> LiveSource:
     """A V4L2 camera: ``/dev/videoN`` or ``N``."""
@@ -106,7 +87,7 @@ def _redact(url: str) -> str:
     return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
 
 
-class VideoFile:
+class VideoFile(CapturedSource):
     """A video file, in order and complete; or paced at the file's frame rate with ``realtime``.
 
     A read that fails before the last frame (a damaged region, a file still being copied) reopens the file and
@@ -171,23 +152,6 @@ class VideoFile:
 
     def _release(self) -> None:
         self._cap.release()
-
-    @property
-    def dropped(self) -> int:
-        return self._capture.dropped
-
-    @property
-    def reopens(self) -> int:
-        return getattr(self._capture, "reopens", 0)
-
-    def __iter__(self) -> Iterator[Frame]:
-        return iter(self._capture)
-
-    def interrupt(self) -> None:
-        self._capture.interrupt()
-
-    def close(self) -> None:
-        self._capture.close()
 
 
 def create_video(spec: str, config: Config, **hints: Any) -> VideoFile:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from edgekit.config import Config
-from edgekit.device.sources.base import Frame
-from edgekit.device.sources.capture import LatestFrameCapture, ReadFn
+from edgekit.device.sources.capture import CapturedSource, LatestFrameCapture, ReadFn
 from edgekit.errors import MissingExtra, SourceError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +31,7 @@ def camera_size(model_size: tuple[int, int], minimum: int = 320) -> tuple[int, i
     return width, height
 
 
-class PiCamera:
+class PiCamera(CapturedSource):
     """Picamera2 camera N delivering RGB888 frames on a capture thread, newest frame only."""
 
     def __init__(self, spec: str, number: int, size: tuple[int, int] | None) -> None:
@@ -93,23 +91,6 @@ class PiCamera:
             finally:
                 self._camera.close()
                 self._camera = None
-
-    @property
-    def dropped(self) -> int:
-        return self._capture.dropped
-
-    @property
-    def reopens(self) -> int:
-        return getattr(self._capture, "reopens", 0)
-
-    def __iter__(self) -> Iterator[Frame]:
-        return iter(self._capture)
-
-    def interrupt(self) -> None:
-        self._capture.interrupt()
-
-    def close(self) -> None:
-        self._capture.close()
 
 
 def create(spec: str, config: Config, size: tuple[int, int] | None = None, **hints: Any) -> PiCamera:
