@@ -13,7 +13,7 @@ import numpy as np
 
 from edgekit.device import runtime
 from edgekit.errors import InputError, ModelError
-from edgekit.model.manifest import MANIFEST_NAME, Manifest, Preprocess, load_manifest
+from edgekit.model.manifest import Manifest, Preprocess, find_model
 from edgekit.model.preprocess import ColorOrder, Geometry, prepare
 
 logger = logging.getLogger(__name__)
@@ -286,26 +286,9 @@ def resolve_model(model: str | Path, device: str = "cpu") -> tuple[Path, Manifes
     Returns:
         The .tflite path and the manifest (None for a plain .tflite).
     """
-    path = Path(model)
     if not str(model):
         raise InputError("no model given; pass --model DIR_OR_TFLITE or set run.model in the config")
-    if path.is_dir() or path.name == MANIFEST_NAME:
-        folder = path if path.is_dir() else path.parent
-        if not (folder / MANIFEST_NAME).is_file():
-            raise InputError(
-                f"{folder}: no {MANIFEST_NAME} here; give a folder written by edgekit convert or a .tflite"
-            )
-        manifest = load_manifest(folder)
-        name = manifest.model
-        if runtime.parse_device(device).is_edgetpu and manifest.edgetpu_model:
-            name = manifest.edgetpu_model
-        return folder / name, manifest
-    beside = path.parent / MANIFEST_NAME
-    if beside.is_file():
-        manifest = load_manifest(beside)
-        if path.name in (manifest.model, manifest.edgetpu_model):
-            return path, manifest
-    return path, None
+    return find_model(model, prefer_edgetpu=runtime.parse_device(device).is_edgetpu)
 
 
 def open_model(

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import InputError
 from edgekit.model.edgetpu import Preflight, preflight
-from edgekit.model.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edgekit.model.manifest import MANIFEST_NAME, Manifest, find_model
 from edgekit.model.tflite import DETECTION_POSTPROCESS_OP, Model, Tensor, op_histogram, read_model
 
 
@@ -110,19 +109,6 @@ def inspect_model(path: str | Path, edgetpu: bool = False) -> Inspection:
     Raises:
         InputError: nothing usable at ``path``; ModelError: not a readable model or manifest.
     """
-    path = Path(path)
-    manifest: Manifest | None = None
-    if path.is_dir() or path.name == MANIFEST_NAME:
-        folder = path if path.is_dir() else path.parent
-        if not (folder / MANIFEST_NAME).is_file():
-            raise InputError(
-                f"{folder}: no {MANIFEST_NAME} here; give a .tflite or a folder written by edgekit convert"
-            )
-        manifest = load_manifest(folder)
-        path = folder / manifest.model
-    elif (path.parent / MANIFEST_NAME).is_file():
-        beside = load_manifest(path.parent)
-        if path.name in (beside.model, beside.edgetpu_model):
-            manifest = beside
+    path, manifest = find_model(path)
     model = read_model(path)
     return Inspection(path, model, manifest, preflight(model) if edgetpu else None)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edgekit.errors import ModelError
+from edgekit.errors import InputError, ModelError
 
 MANIFEST_NAME = "edgekit.json"
 FORMAT = "edgekit-model"
@@ -133,6 +133,38 @@ def load_manifest(path: str | Path) -> Manifest:
         return _manifest_from_dict({k: v for k, v in data.items() if k not in ("format", "version")})
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: malformed manifest ({exc})") from None
+
+
+def find_model(path: str | Path, prefer_edgetpu: bool = False) -> tuple[Path, Manifest | None]:
+    """The .tflite a model argument means, and its manifest if it has one.
+
+    Args:
+        path: a folder written by `edgekit convert`, its ``edgekit.json``, or a .tflite (a manifest beside it, in
+            the same folder, is used when it names that file).
+        prefer_edgetpu: take the manifest's Edge TPU-compiled model when there is one.
+
+    Returns:
+        The .tflite path and the manifest (None for a plain .tflite).
+
+    Raises:
+        InputError: a folder (or edgekit.json path) without a manifest.
+        ModelError: the manifest is unreadable.
+    """
+    path = Path(path)
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        folder = path if path.is_dir() else path.parent
+        if not (folder / MANIFEST_NAME).is_file():
+            raise InputError(
+                f"{folder}: no {MANIFEST_NAME} here; give a folder written by edgekit convert or a .tflite"
+            )
+        manifest = load_manifest(folder)
+        name = manifest.edgetpu_model if prefer_edgetpu and manifest.edgetpu_model else manifest.model
+        return folder / name, manifest
+    if (path.parent / MANIFEST_NAME).is_file():
+        beside = load_manifest(path.parent)
+        if path.name in (beside.model, beside.edgetpu_model):
+            return path, beside
+    return path, None
 
 
 def _manifest_from_dict(data: dict[str, Any]) -> Manifest:
