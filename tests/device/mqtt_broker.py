@@ -275,3 +275,13 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
         str(ext),
     )
     return ca, cert, key
+
+
+def retained_becomes(port: int, topic: str, value: bytes, timeout: float = 5.0) -> bool:
+    """Wait until the retained message on ``topic`` is ``value`` (a will or a new status takes a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if retained(port, topic, timeout=1) == value:
+            return True
+        time.sleep(0.05)
+    return False

@@ -236,15 +236,10 @@ def test_runtime_fallback_runs_the_manifests_cpu_model(models: tuple[Path, Path]
         open_model(cpu.parent, "edgetpu", threads=1, probe=False)
 
 
-@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
-def test_edgekit_run_with_fallback_cpu(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
-    """`edgekit run --device edgetpu --fallback cpu` on a folder that links a compiled and a CPU model."""
+def _linked_folder(classifier_dir: Path, tmp_path: Path) -> Path:
+    """A converted folder whose manifest links a (stand-in) Edge TPU-compiled model beside the CPU one."""
     import json
     import shutil
-
-    from click.testing import CliRunner
-
-    from edgekit.cli import cli
 
     folder = tmp_path / "model"
     shutil.copytree(classifier_dir, folder)
@@ -252,6 +247,19 @@ def test_edgekit_run_with_fallback_cpu(classifier_dir: Path, video: Path, tmp_pa
     manifest = json.loads((folder / "edgekit.json").read_text())
     manifest["edgetpu_model"] = "model_edgetpu.tflite"
     (folder / "edgekit.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_edgekit_run_with_fallback_cpu(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
+    """`edgekit run --device edgetpu --fallback cpu` on a folder that links a compiled and a CPU model."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    folder = _linked_folder(classifier_dir, tmp_path)
     args = ["run", "--model", str(folder), "--source", str(video), "--frames", "3", "--device", "edgetpu"]
     result = CliRunner().invoke(cli, [*args, "--fallback", "cpu", "--stats-interval", "0"])
     assert result.exit_code == 0, result.output
@@ -335,18 +343,12 @@ def test_watcher_reattaches_only_when_a_new_tpu_appears() -> None:
 @pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
 def test_stats_report_the_cpu_fallback(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
     import json
-    import shutil
 
     from click.testing import CliRunner
 
     from edgekit.cli import cli
 
-    folder = tmp_path / "model"
-    shutil.copytree(classifier_dir, folder)
-    compiled_model(folder / "model.tflite", folder / "model_edgetpu.tflite")
-    manifest = json.loads((folder / "edgekit.json").read_text())
-    manifest["edgetpu_model"] = "model_edgetpu.tflite"
-    (folder / "edgekit.json").write_text(json.dumps(manifest))
+    folder = _linked_folder(classifier_dir, tmp_path)
     args = ["run", "--model", str(folder), "--source", str(video), "--frames", "2", "--device", "edgetpu:usb:0"]
     result = CliRunner().invoke(cli, [*args, "--fallback", "cpu"])
     assert result.exit_code == 0, result.output

@@ -21,7 +21,7 @@ from edgekit.config import Config, load_config
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sinks.mqtt import MqttSink, create
 from edgekit.errors import SinkError
-from tests.device.mqtt_broker import Broker, Subscriber, make_certificates, retained
+from tests.device.mqtt_broker import Broker, Subscriber, make_certificates, retained, retained_becomes
 
 REPO = Path(__file__).resolve().parents[2]
 # Paho does not close the socket of a failed TLS handshake; the garbage collector does, with a ResourceWarning.
@@ -339,15 +339,6 @@ def publisher(port: int, queue_dir: str = "", count: int = 0) -> subprocess.Pope
         proc.wait(10)
         pytest.fail(f"the publisher subprocess did not start: {line!r}")
     return proc
-
-
-def retained_becomes(port: int, topic: str, value: bytes, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if retained(port, topic, timeout=1) == value:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_sigkill_leaves_offline_retained_by_the_last_will(mosquitto: Any) -> None:

@@ -14,16 +14,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 from tests.conftest import REPO
-from tests.device.mqtt_broker import Broker, Subscriber, retained
-
-
-def _retained_becomes(port: int, topic: str, value: bytes, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if retained(port, topic, timeout=1) == value:
-            return True
-        time.sleep(0.05)
-    return False
+from tests.device.mqtt_broker import Broker, Subscriber, retained_becomes
 
 
 def test_run_publishes_results_and_stats_and_sigkill_leaves_offline(
@@ -40,11 +31,11 @@ def test_run_publishes_results_and_stats_and_sigkill_leaves_offline(
     )  # fmt: skip
     try:
         assert sub.wait_for(lambda: len(sub.payloads("porch/stats")) >= 1 and len(sub.payloads("/result")) >= 5, 30)
-        assert _retained_becomes(broker.port, "cams/status", b"online")
+        assert retained_becomes(broker.port, "cams/status", b"online", timeout=10.0)
     finally:
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=10)
-    assert _retained_becomes(broker.port, "cams/status", b"offline"), err  # the broker published the will
+    assert retained_becomes(broker.port, "cams/status", b"offline", timeout=10.0), err  # the broker published the will
     sub.close()
 
     results = sub.payloads("cams/porch/result")
