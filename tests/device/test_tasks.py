@@ -22,6 +22,23 @@ def test_ties_keep_the_lower_id_first() -> None:
     assert [c.id for c in get_classes(np.array([0.2, 0.4, 0.4, 0.4]), top_k=2)] == [1, 2]
 
 
+@pytest.mark.parametrize("k", [1, 5, 20])  # 20: past the argmax loop, the sort
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "float32"])
+def test_top_k_matches_a_full_sort_by_score_then_id(dtype: str, k: int) -> None:
+    # Many ties (values drawn from a few levels), both signs for int8: the result must be what sorting every
+    # (score, id) pair gives, with the lower id first among equal scores.
+    rng = np.random.default_rng(7)
+    low, high = (-128, 127) if dtype == "int8" else (0, 255)
+    for _ in range(50):
+        raw = rng.choice(rng.integers(low, high + 1, 6), size=1001).astype(dtype)
+        scale, zero = (0.0, 0) if dtype == "float32" else (0.25, -3 if dtype == "int8" else 17)
+        want = sorted(range(raw.size), key=lambda i: (-float(raw[i]), i))[:k]
+        got = get_classes(raw[None], top_k=k, threshold=-1e9, scale=scale, zero_point=zero)
+        assert [c.id for c in got] == want
+        expected = [float(raw[i]) if scale == 0 else scale * (int(raw[i]) - zero) for i in want]
+        assert [c.score for c in got] == pytest.approx(expected)
+
+
 def test_dequantize_through_int64_does_not_wrap() -> None:
     # uint8 250 - zero point 200 would be fine, but 10 - 200 wraps around in uint8 arithmetic.
     raw = np.array([10, 200, 250], np.uint8)
