@@ -36,6 +36,33 @@ def test_stdout_is_one_json_line_per_record() -> None:
     assert sink.counters() == {"written": 2}
 
 
+def test_lines_are_the_compact_json_of_the_standard_library() -> None:
+    import numpy as np
+
+    from edgekit.device.sinks import jsonl
+
+    record = {**RECORD, "ts": 1795929263.169, "timing_ms": {"total": 2.31}, "box": {"xmin": 0.0, "ymax": 0.5}}
+    assert jsonl.line(record) == (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    assert jsonl.dumps(record) == jsonl.line(record)[:-1]
+    assert json.loads(jsonl.dumps({"tiny": 1e-05, "huge": 1e300})) == {"tiny": 1e-05, "huge": 1e300}
+    # Where the standard encoder would raise: numpy scalars are numbers, a NaN score is null.
+    assert json.loads(jsonl.dumps({"score": np.float32(0.5), "id": np.int64(3), "nan": float("nan")})) == {
+        "score": 0.5,
+        "id": 3,
+        "nan": None,
+    }
+
+
+def test_stdout_writes_bytes_under_a_text_stream_in_order() -> None:
+    raw = io.BytesIO()
+    text = io.TextIOWrapper(raw, encoding="utf-8")
+    text.write("printed before the run\n")  # e.g. a banner still in the text layer's buffer
+    sink = StdoutSink(text)
+    sink.publish_result(RECORD)
+    lines = raw.getvalue().decode("utf-8").splitlines()
+    assert lines[0] == "printed before the run" and json.loads(lines[1]) == RECORD
+
+
 def test_file_sink_appends_and_rotates(tmp_path: Path) -> None:
     path = tmp_path / "out" / "results.jsonl"
     sink = sinks.create(f"file:{path}?max_mb=0.001&keep=2", Config())

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from edgekit.config import Config
-from edgekit.device.sinks.jsonl import encode
+from edgekit.device.sinks import jsonl
 from edgekit.errors import SinkError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class FileSink:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the sink
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - lives as long as the sink; lines are UTF-8 bytes
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot open for writing ({exc.strerror})") from None
         self._size = self._fh.tell()
@@ -58,7 +58,7 @@ class FileSink:
         self._open()
 
     def _write(self, record: Mapping[str, Any]) -> None:
-        line = encode(record)
+        line = jsonl.line(record)
         try:
             if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
                 self._rotate()
@@ -66,7 +66,7 @@ class FileSink:
             self._fh.flush()
         except OSError as exc:
             raise SinkError(f"{self.path}: write failed ({exc.strerror}); is the disk full?") from None
-        self._size += len(line) if line.isascii() else len(line.encode("utf-8"))
+        self._size += len(line)
         self._written += 1
 
     def publish_result(self, record: Mapping[str, Any]) -> None:

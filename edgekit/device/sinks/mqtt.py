@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from edgekit import __version__
 from edgekit.config import Config, MqttConfig, read_secret
+from edgekit.device.sinks import jsonl
 from edgekit.device.sinks.mqtt_queue import MemoryQueue, Message, MessageQueue, SpoolQueue
 from edgekit.errors import ConfigError, MissingExtra, SinkError
 
@@ -458,7 +459,7 @@ class MqttSink:
     def _enqueue(self, topic: str, record: Mapping[str, Any], retain: bool) -> None:
         if self._failure is not None:
             raise self._failure
-        payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        payload = jsonl.dumps(record)
         with self._cond:
             if self._stopping:
                 raise SinkError(f"{self.name}: the sink is closed")

@@ -6,10 +6,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from edgekit.config import Config
-from edgekit.device.sinks.jsonl import encode
+from edgekit.device.sinks import jsonl
 
 
 class StdoutSink:
@@ -22,12 +22,20 @@ class StdoutSink:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stdout
+        # Lines go to the byte layer under the text stream when there is one (no decode and re-encode); anything
+        # already written as text goes out first, so the order holds.
+        self._stream.flush()
+        self._binary: BinaryIO | None = getattr(self._stream, "buffer", None)
         self._written = 0
 
     def _write(self, record: Mapping[str, Any]) -> None:
         try:
-            self._stream.write(encode(record))
-            self._stream.flush()
+            if self._binary is not None:
+                self._binary.write(jsonl.line(record))
+                self._binary.flush()
+            else:
+                self._stream.write(jsonl.line(record).decode())
+                self._stream.flush()
         except BrokenPipeError:
             # Point fd 1 at /dev/null so that the interpreter's own flush at exit does not complain again.
             with contextlib.suppress(OSError, ValueError):
@@ -48,7 +56,7 @@ class StdoutSink:
 
     def close(self) -> None:
         with contextlib.suppress(BrokenPipeError, ValueError):  # reader gone, or already closed
-            self._stream.flush()
+            (self._binary or self._stream).flush()
 
 
 def create(spec: str, config: Config) -> StdoutSink:
