@@ -165,10 +165,15 @@ def test_broker_restarted_mid_run_loses_nothing(
     sink = create(f"mqtt://127.0.0.1:{broker.port}/r", config())
     sinks.append(sink)
     total, restarts = 1500, (400, 900)
+    # What SIGKILL may lose: records the broker had acknowledged but not yet passed on to the subscriber, i.e.
+    # after the last one the subscriber had got when the broker died (QoS 1 keeps the order).
+    at_risk: set[int] = set()
     for seq in range(total):
         sink.publish_result(result(seq))
         if seq in restarts:
             if how == "SIGKILL":
+                delivered = max((p["seq"] for p in sub.payloads("/result")), default=-1)
+                at_risk.update(range(delivered + 1, seq + 1))
                 broker.kill()  # with messages in flight, either way
             else:
                 broker.stop()
@@ -184,10 +189,10 @@ def test_broker_restarted_mid_run_loses_nothing(
     if how == "SIGTERM":
         assert not missing, f"missing {missing[:20]} (of {len(missing)}); sink counters {counters}"
     else:
-        # mosquitto acknowledges a QoS-1 message before it has forwarded or saved it, so SIGKILL can lose a few
-        # that the broker had already accepted, just before it died; nothing else may be missing.
-        window = {s for r in restarts for s in range(r - 3 * config().mqtt.max_inflight, r + 1)}
-        assert set(missing) <= window, f"missing {missing[:20]} (of {len(missing)}); sink counters {counters}"
+        # mosquitto acknowledges a QoS-1 message before it has forwarded or saved it, so SIGKILL can lose some
+        # that the broker had already accepted (how many depends on how far the subscriber lagged); nothing
+        # the subscriber could have had before the kill, and nothing after it, may be missing.
+        assert set(missing) <= at_risk, f"missing {missing[:20]} (of {len(missing)}); sink counters {counters}"
 
 
 @pytest.mark.parametrize(("policy", "kept"), [("drop_oldest", range(15, 25)), ("drop_newest", range(10))])
