@@ -68,6 +68,7 @@ _RUN_OPTIONS = {
     "device": "device",
     "fallback": "fallback",
     "threads": "threads",
+    "streams": "streams",
     "top_k": "top_k",
     "threshold": "threshold",
     "labels": "labels",
@@ -97,7 +98,8 @@ def _config_key(option: str) -> str:
 @click.option("--task", type=click.Choice(["auto", "classify", "detect"]), help="Default: from the model.")
 @click.option("--device", help="cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N].")
 @click.option("--fallback", type=click.Choice(["none", "cpu"]), help="Edge TPU missing: run the CPU model (cpu).")
-@click.option("--threads", type=int, help="CPU threads for the interpreter (0: all cores).")
+@click.option("--threads", type=int, help="CPU threads for the interpreter(s) (0: all cores).")
+@click.option("--streams", type=int, help="Interpreters on consecutive frames at once (0: 2 for files, else 1).")
 @click.option("--top-k", type=int, help="Classes (or detections) per result.")
 @click.option("--threshold", type=float, help="Minimum score, 0..1.")
 @click.option("--labels", help="Labels file (one per line, or 'ID label').")

@@ -38,7 +38,9 @@ class RunConfig:
     device: str = "cpu"
     # "cpu": when the Edge TPU cannot be opened, run the manifest's plain int8 model on the CPU instead.
     fallback: Literal["none", "cpu"] = "none"
-    threads: int = 0
+    threads: int = 0  # CPU threads in all (0: every core), shared among the streams
+    # Interpreters working on consecutive frames at once (0: two for files and folders on the CPU, else one).
+    streams: int = 0
     top_k: int = 3
     threshold: float = 0.0
     labels: str = ""

@@ -43,6 +43,7 @@ def check_values(config: Config, where: str = "config") -> None:
     run = config.run
     rules: list[tuple[str, bool, str]] = [
         ("threads", run.threads >= 0, "0 (all cores) or more"),
+        ("streams", run.streams >= 0, "0 (automatic) or more"),
         ("top_k", run.top_k >= 1, "1 or more"),
         ("threshold", 0.0 <= run.threshold <= 1.0, "between 0 and 1"),
         ("max_fps", run.max_fps >= 0, "0 (unlimited) or more"),
@@ -70,6 +71,42 @@ def check_values(config: Config, where: str = "config") -> None:
         http.check_config(config.http, where)
     if run.source:
         sources.kind_of(run.source)  # a missing file or camera is a SourceError naming it
+    if run.streams > 1 and runtime.parse_device(run.device).is_edgetpu:
+        raise ConfigError(
+            f"{where}: key 'run.streams': parallel streams run on the CPU; an Edge TPU runs one model at a time, "
+            "set streams to 1 (or 0)"
+        )
+    if run.streams > 1 and run.max_fps > 0:
+        raise ConfigError(
+            f"{where}: key 'run.streams': parallel streams are for throughput, run.max_fps paces the frames; "
+            "set one of them only"
+        )
+
+
+def plan_streams(config: Config) -> tuple[int, int]:
+    """How many interpreters work at once (`edgekit.device.pipeline.ParallelStreams`), and threads for each.
+
+    ``run.streams`` 0 (automatic) gives two for a file or folder on the CPU with two or more threads, where
+    throughput is the goal, and one otherwise: a live camera wants each frame's result soonest, an Edge TPU runs
+    one model at a time, and a paced run (``max_fps``) needs no more. ``run.threads`` is shared among them.
+    """
+    from edgekit.device import runtime, sources
+
+    run = config.run
+    total = run.threads or runtime.default_threads()
+    if run.streams:
+        streams = run.streams
+    elif (
+        total >= 2
+        and run.max_fps <= 0
+        and not runtime.parse_device(run.device).is_edgetpu
+        and bool(run.source)
+        and sources.is_ordered(run.source, config)
+    ):
+        streams = 2
+    else:
+        streams = 1
+    return streams, max(1, total // streams)
 
 
 def camera_name(run: RunConfig) -> str:
@@ -104,6 +141,7 @@ class Parts:
     config: Config
     model: DeviceModel
     settings: Settings
+    replicas: list[DeviceModel] = field(default_factory=list)  # more interpreters of the model (streams)
     source: Source | None = None
     sinks: list[Sink] = field(default_factory=list)
     observers: list[Sink] = field(default_factory=list)
@@ -139,9 +177,13 @@ def prepare(config: Config, where: str = "config", probe: bool = True) -> Parts:
     run = config.run
     if not run.model:
         raise ConfigError(f"{where}: no model; pass --model DIR_OR_TFLITE or set 'run.model'")
+    streams, threads = plan_streams(config)
     model = open_model(
-        run.model, run.device, run.threads, run.task, run.labels, probe=probe, fallback_cpu=run.fallback == "cpu"
+        run.model, run.device, threads, run.task, run.labels, probe=probe, fallback_cpu=run.fallback == "cpu"
     )
+    replicas = [
+        open_model(run.model, run.device, threads, run.task, run.labels, probe=False) for _ in range(streams - 1)
+    ]
     settings = Settings(
         camera=camera_name(run),
         top_k=run.top_k,
@@ -152,7 +194,7 @@ def prepare(config: Config, where: str = "config", probe: bool = True) -> Parts:
         only_changes=run.only_changes,
         stats_interval=run.stats_interval,
     )
-    return Parts(config, model, settings)
+    return Parts(config, model, settings, replicas)
 
 
 def open_io(parts: Parts, where: str = "config") -> Parts:
@@ -241,14 +283,17 @@ def serve(
                 assert parts.source is not None
                 observers = [*parts.observers, notifier]
                 taps = [preview] if preview is not None else []
-                pipeline = Pipeline(parts.model, parts.source, parts.sinks, parts.settings, observers, taps)
+                pipeline = Pipeline(
+                    parts.model, parts.source, parts.sinks, parts.settings, observers, taps, parts.replicas
+                )
                 if preview is not None:
                     preview.attach(pipeline, parts.config.run.device)
                 logger.info(
-                    "running %s (%s, %s) on %s -> %s",
+                    "running %s (%s, %s%s) on %s -> %s",
                     parts.model.name,
                     parts.model.task,
                     parts.config.run.device,
+                    f", {len(parts.replicas) + 1} streams" if parts.replicas else "",
                     parts.source.name,
                     ", ".join(s.name for s in parts.sinks),
                 )

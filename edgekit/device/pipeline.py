@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -214,12 +215,145 @@ class Prefetcher:
         self._thread.join(timeout=5.0)
 
 
+@dataclass
+class Inferred:
+    """One frame after inference, on its way to the sinks: what a stream worker hands to the loop."""
+
+    frame: Frame
+    geometry: Geometry
+    items: list[dict[str, Any]]
+    key: str
+    asked: float  # monotonic times: the frame was asked for,
+    taken: float  # it was there,
+    prepared: float  # it was in the input tensor,
+    invoked: float  # invoke() returned,
+    done: float  # postprocessing ended
+    inference_ms: float
+
+
+class ParallelStreams:
+    """Runs several interpreters at once on consecutive frames; the loop gets the results back in frame order.
+
+    The throughput mode (``run.streams``, automatic for files and folders on the CPU): an interpreter's threads
+    wait for each other at every layer, so two interpreters with one thread each get more frames through two
+    cores than one interpreter with two threads, and each worker also prepares its own frame, so decoding and
+    resizing overlap with inference. Each frame's latency grows (one core instead of two per inference), which
+    is why live cameras keep one interpreter with every core unless told otherwise.
+
+    Each worker takes the next frame from the source (one at a time), prepares it into its own interpreter's
+    input, invokes and postprocesses, and files the result under its sequence number. Sinks are only called
+    from the loop's thread. At most ``2 * streams`` results wait for an earlier one, so memory stays flat.
+
+    Args:
+        source: the open source (read by the workers, one at a time).
+        models: one loaded model per stream (the same .tflite).
+        postprocess: turns a model's outputs into (items, key), as the single-stream loop does.
+        stop: the pipeline's stop event.
+        limit: take at most this many frames (0: no limit).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        models: Sequence[DeviceModel],
+        postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]],
+        stop: threading.Event,
+        limit: int = 0,
+    ) -> None:
+        # The workers take turns at the source, so each decodes the frame it takes: a read-ahead thread (a video
+        # file's usual way) would add nothing but a hand-over per frame.
+        unbuffered = getattr(source, "unbuffered", None)
+        self._frames = unbuffered() if unbuffered is not None else iter(source)
+        self._postprocess = postprocess
+        self._pipeline_stop = stop
+        self._limit = limit
+        self._window = 2 * len(models)
+        self._closed = False
+        self._take = threading.Lock()  # one worker at a time asks the source
+        self._cond = threading.Condition()  # guards everything below
+        self._taken = 0  # frames handed out so far (the next sequence number)
+        self._given = 0  # results handed to the loop so far
+        self._end: int | None = None  # the sequence number at which the source ended
+        self._done: dict[int, Inferred] = {}
+        self._error: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._work, args=(m,), name=f"stream-{i}", daemon=True)
+            for i, m in enumerate(models)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _stopped(self) -> bool:
+        return self._closed or self._pipeline_stop.is_set() or self._error is not None
+
+    def _work(self, model: DeviceModel) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while self._taken - self._given >= self._window and not self._stopped():
+                        self._cond.wait(0.2)
+                    if self._stopped() or self._end is not None:
+                        return
+                with self._take:
+                    asked = time.monotonic()
+                    frame = None
+                    if not (self._limit and self._taken >= self._limit) and self._end is None:
+                        frame = next(self._frames, None)
+                    with self._cond:
+                        if frame is None:
+                            if self._end is None:
+                                self._end = self._taken
+                            self._cond.notify_all()
+                            return
+                        seq = self._taken
+                        self._taken += 1
+                taken = time.monotonic()
+                geometry = model.set_input(frame.image, frame.color)
+                prepared = time.monotonic()
+                model.invoke()
+                invoked = time.monotonic()
+                items, key = self._postprocess(model, geometry)
+                done = time.monotonic()
+                result = Inferred(
+                    frame, geometry, items, key, asked, taken, prepared, invoked, done, (invoked - prepared) * 1000
+                )
+                with self._cond:
+                    self._done[seq] = result
+                    self._cond.notify_all()
+        except BaseException as exc:  # handed to the loop, which raises it on the main thread
+            with self._cond:
+                self._error = self._error or exc
+                self._cond.notify_all()
+
+    def get(self) -> Inferred | None:
+        """The next result in frame order, or None at the end of the source, the frame limit, or on stop."""
+        with self._cond:
+            while self._given not in self._done:
+                if self._error is not None:
+                    raise self._error
+                if self._given == self._end or self._closed or self._pipeline_stop.is_set():
+                    return None
+                self._cond.wait(0.2)
+            result = self._done.pop(self._given)
+            self._given += 1
+            self._cond.notify_all()
+            return result
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+
+
 class Pipeline:
     """Runs frames from one source through one model to the sinks until the source ends or `stop` is called.
 
     Everything expensive (interpreter, buffers, sinks) exists before `run`; the loop does per-frame work only.
     Preprocessing writes straight into the input tensor; the source's capture thread decodes the next frame
-    while this one is inferred.
+    while this one is inferred. With ``replicas``, several interpreters work on consecutive frames at once
+    (`ParallelStreams`) and the loop publishes their results in frame order.
 
     Args:
         model: the loaded model.
@@ -229,6 +363,7 @@ class Pipeline:
         observers: sinks that see every result and stats record regardless of ``only_changes`` (the systemd
             notifier: it must see results flow to feed the watchdog).
         taps: offered every processed frame with its result (the preview server), see `FrameTap`.
+        replicas: more loaded copies of ``model`` (own interpreters) for parallel streams; none: one stream.
     """
 
     def __init__(
@@ -239,8 +374,10 @@ class Pipeline:
         settings: Settings,
         observers: Sequence[Sink] = (),
         taps: Sequence[FrameTap] = (),
+        replicas: Sequence[DeviceModel] = (),
     ) -> None:
         self.model = model
+        self.replicas = list(replicas)
         self.source = source
         self.settings = settings
         self.data_sinks: list[Sink] = [ChangeFilter(s) if settings.only_changes else s for s in sinks]
@@ -250,7 +387,7 @@ class Pipeline:
         self.seq = 0
         self._stop = threading.Event()
         self.stop_reason = ""
-        self._postprocess: Callable[[Any], tuple[list[dict[str, Any]], str]] = (
+        self._postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]] = (
             self._classify if model.task == "classify" else self._detect
         )
         scores = model.outputs["scores"]
@@ -286,14 +423,16 @@ class Pipeline:
             `stop` (``stop``, ``reload``, ``closed`` when stdout's reader went away).
         """
         settings = self.settings
+        self._next_stats = time.monotonic() + settings.stats_interval if settings.stats_interval > 0 else math.inf
+        if self.replicas and settings.max_fps <= 0:  # pacing and parallel streams exclude each other
+            return self._run_streams()
         period = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
         next_due = time.monotonic()
-        next_stats = time.monotonic() + settings.stats_interval if settings.stats_interval > 0 else float("inf")
         # Ordered sources (files, folders) are prepared one frame ahead on a second thread; live ones and paced
         # runs are prepared in the loop, so each result is about the newest frame (see Prefetcher).
         prefetch = Prefetcher(self.source, self.model, self._stop) if self._use_prefetch() else None
         frames = iter(self.source) if prefetch is None else None
-        reason = "end"
+        model = self.model
         try:
             while not self._stop.is_set():
                 if period:
@@ -309,80 +448,102 @@ class Pipeline:
                         break
                     frame, image, geometry, prepared_s = item
                     t1 = time.monotonic()
-                    self.model.load_prepared(image)
-                    self._process(frame, geometry, t0, t1, time.monotonic() + prepared_s)
+                    model.load_prepared(image)
+                    t2 = time.monotonic()
+                    prepared = t2 + prepared_s  # the preprocessing time counts the other thread's share
                 else:
                     assert frames is not None
                     taken = next(frames, None)
                     if taken is None or self._stop.is_set():
                         break
+                    frame = taken
                     t1 = time.monotonic()
-                    geometry = self.model.set_input(taken.image, taken.color)
-                    self._process(taken, geometry, t0, t1, time.monotonic())
-                if settings.frames and self.seq >= settings.frames:
-                    reason = "frames"
-                    break
-                if time.monotonic() >= next_stats:
-                    self.publish_stats()
-                    next_stats = time.monotonic() + settings.stats_interval
+                    geometry = model.set_input(frame.image, frame.color)
+                    t2 = prepared = time.monotonic()
+                model.invoke()
+                t3 = time.monotonic()
+                items, key = self._postprocess(model, geometry)
+                t4 = time.monotonic()
+                self._emit(Inferred(frame, geometry, items, key, t0, t1, prepared, t3, t4, (t3 - t2) * 1000))
+                if self._after_frame():
+                    return "frames"
         except BrokenPipeError:
             logger.info("stdout was closed; stopping")
             return "closed"
         finally:
             if prefetch is not None:
                 prefetch.close()
-        if self._stop.is_set():
-            reason = self.stop_reason or "stop"
-        return reason
+        return self._ended()
+
+    def _run_streams(self) -> str:
+        streams = ParallelStreams(
+            self.source, [self.model, *self.replicas], self._postprocess, self._stop, self.settings.frames
+        )
+        try:
+            while not self._stop.is_set():
+                result = streams.get()
+                if result is None:
+                    break
+                self._emit(result)
+                if self._after_frame():
+                    return "frames"
+        except BrokenPipeError:
+            logger.info("stdout was closed; stopping")
+            return "closed"
+        finally:
+            streams.close()
+        return self._ended()
+
+    def _ended(self) -> str:
+        return (self.stop_reason or "stop") if self._stop.is_set() else "end"
+
+    def _after_frame(self) -> bool:
+        """Stats when due; True when the ``frames`` count is reached."""
+        if self.settings.frames and self.seq >= self.settings.frames:
+            return True
+        if time.monotonic() >= self._next_stats:
+            self.publish_stats()
+            self._next_stats = time.monotonic() + self.settings.stats_interval
+        return False
 
     def _use_prefetch(self) -> bool:
         return bool(getattr(self.source, "ordered", False)) and self.settings.max_fps <= 0
 
-    def _process(self, frame: Frame, geometry: Geometry, t0: float, t1: float, t2: float) -> None:
-        """Invoke, postprocess and publish one frame whose input is in place.
-
-        ``t0``: the loop asked for the frame; ``t1``: it had it; ``t2 - t1``: preprocessing time (for a prefetched
-        frame, the time spent on the other thread plus the copy into the tensor).
-        """
-        model = self.model
-        t2_now = time.monotonic()
-        model.invoke()
-        t3 = time.monotonic()
-        items, key = self._postprocess(geometry)
-        t4 = time.monotonic()
+    def _emit(self, result: Inferred) -> None:
+        """Publish one inferred frame: the record to the sinks and observers, the frame to the taps, stats."""
+        r = result
         self.seq += 1
         record = {
             "type": "result",
             "seq": self.seq,
-            "ts": round(frame.timestamp, 3),
-            "frame": frame.index,
+            "ts": round(r.frame.timestamp, 3),
+            "frame": r.frame.index,
             "source": self.source.name,
             "camera": self.settings.camera,
-            "model": model.name,
-            "task": model.task,
-            key: items,
+            "model": self.model.name,
+            "task": self.model.task,
+            r.key: r.items,
             "timing_ms": {
-                "capture": round((t1 - t0) * 1000, 2),
-                "preprocess": round((t2 - t1) * 1000, 2),
-                "inference": round((t3 - t2_now) * 1000, 2),
-                "postprocess": round((t4 - t3) * 1000, 2),
-                "total": round((t4 - t0) * 1000, 2),
+                "capture": round((r.taken - r.asked) * 1000, 2),
+                "preprocess": round((r.prepared - r.taken) * 1000, 2),
+                "inference": round(r.inference_ms, 2),
+                "postprocess": round((r.done - r.invoked) * 1000, 2),
+                "total": round((r.done - r.asked) * 1000, 2),
             },
         }
         self._publish_result(record)
         for tap in self.taps:
-            tap.offer(frame, record, geometry)
-        self.stats.add((t3 - t2_now) * 1000, (time.monotonic() - frame.monotonic) * 1000)
+            tap.offer(r.frame, record, r.geometry)
+        self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
 
-    def _classify(self, geometry: Any) -> tuple[list[dict[str, Any]], str]:
+    def _classify(self, model: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
         classes: tuple[Class, ...] = get_classes(
-            self.model.output("scores"), self.settings.top_k, self.settings.threshold, *self._scores_q
+            model.output("scores"), self.settings.top_k, self.settings.threshold, *self._scores_q
         )
-        label = self.model.label
+        label = model.label
         return [{"id": c.id, "label": label(c.id), "score": round(c.score, 4)} for c in classes], "classes"
 
-    def _detect(self, geometry: Any) -> tuple[list[dict[str, Any]], str]:
-        m = self.model
+    def _detect(self, m: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
         detections: tuple[Detection, ...] = get_detections(
             _dequantized(m, "boxes"),
             _dequantized(m, "classes"),

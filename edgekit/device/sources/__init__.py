@@ -26,7 +26,7 @@ from edgekit.config import Config
 from edgekit.device.sources.base import Frame, Source
 from edgekit.errors import SourceError
 
-__all__ = ["Frame", "Source", "create", "kind_of"]
+__all__ = ["Frame", "Source", "create", "is_ordered", "kind_of"]
 
 _REGISTRY = {
     "picamera2": "edgekit.device.sources.picamera:create",
@@ -64,6 +64,16 @@ def kind_of(spec: str) -> str:
         f"{spec}: no such camera, file or folder (sources: picamera2[:N], /dev/videoN, rtsp://..., "
         "a video file or an image folder)"
     )
+
+
+def is_ordered(spec: str, config: Config) -> bool:
+    """Whether every frame of a source counts, in order (files and folders, unless paced with ``realtime``).
+
+    For those, throughput is what matters (the pipeline prepares ahead and may run parallel streams); a live
+    source is about its newest frame.
+    """
+    kind = kind_of(spec)
+    return kind == "folder" or (kind == "video" and not config.run.realtime)
 
 
 def create(spec: str, config: Config, **hints: Any) -> Source:

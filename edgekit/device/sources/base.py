@@ -29,8 +29,9 @@ class Source(Protocol):
     """A camera, stream, video file or image folder.
 
     Optional attributes the pipeline reads when present: ``dropped`` (frames lost, for stats), ``ordered``
-    (True for files and folders: every frame in order, so preparing ahead is right), and ``interrupt()``
-    (wake a waiting iterator; must be safe to call from a signal handler).
+    (True for files and folders: every frame in order, so preparing ahead is right), ``interrupt()``
+    (wake a waiting iterator; must be safe to call from a signal handler), and ``unbuffered()`` (an iterator
+    that decodes in the caller's thread, for parallel streams; instead of iterating the source).
     """
 
     name: str

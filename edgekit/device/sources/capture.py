@@ -35,7 +35,8 @@ class _CaptureThread:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5.0)
 
 
 class CapturedSource:
@@ -194,7 +195,8 @@ class OrderedCapture(_CaptureThread):
     """Reads a file on its own thread, a couple of frames ahead, in order, never dropping.
 
     Decoding the next frame overlaps with inference on this one; the small bound keeps memory flat when the
-    model is slower than the decoder.
+    model is slower than the decoder. The thread starts with the first iteration; `unbuffered` reads in the
+    caller's thread instead (one or the other, for the life of the capture).
 
     Args:
         name: for logs and records.
@@ -214,18 +216,41 @@ class OrderedCapture(_CaptureThread):
         self._depth = depth
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._index = 0
+        self._mode = ""  # "ahead" (the thread) or "inline" (`unbuffered`), fixed by the first use
         self._thread = threading.Thread(target=self._run, name=f"read-{name}", daemon=True)
-        self._thread.start()
+
+    def _use(self, mode: str) -> None:
+        if self._mode and self._mode != mode:
+            raise RuntimeError(f"{self.name}: already read {self._mode}; a capture is read one way only")
+        if not self._mode and mode == "ahead":
+            self._thread.start()
+        self._mode = mode
+
+    def unbuffered(self) -> Iterator[Frame]:
+        """The frames decoded in the caller's thread when it asks, with no read-ahead thread.
+
+        For consumers that already overlap decoding with inference (parallel streams: each worker decodes the
+        frame it takes), where a read-ahead thread would only add a hand-over per frame.
+        """
+        self._use("inline")
+        while not self._stop.is_set():
+            image = self._read()
+            if image is None:
+                return
+            frame = Frame(image, self._index, time.time(), time.monotonic(), self._color)  # type: ignore[arg-type]
+            self._index += 1
+            yield frame
 
     def _run(self) -> None:
-        index = 0
         try:
             while not self._stop.is_set():
                 image = self._read()
+                index = self._index
                 item: Frame | None = (
                     None if image is None else Frame(image, index, time.time(), time.monotonic(), self._color)  # type: ignore[arg-type]
                 )
-                index += 1
+                self._index += 1
                 with self._cond:
                     while len(self._queue) >= self._depth and not self._stop.is_set():
                         self._cond.wait(0.5)
@@ -239,6 +264,7 @@ class OrderedCapture(_CaptureThread):
                 self._cond.notify_all()
 
     def __iter__(self) -> Iterator[Frame]:
+        self._use("ahead")
         while True:
             with self._cond:
                 while not self._queue:
