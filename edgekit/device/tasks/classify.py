@@ -30,7 +30,7 @@ def get_classes(
     Returns:
         The classes, highest score first; ties keep the lower id first.
     """
-    raw = np.asarray(scores).reshape(-1)
+    raw = (scores if isinstance(scores, np.ndarray) else np.asarray(scores)).reshape(-1)
     k = max(0, min(int(top_k), raw.size))
     if k == 0:
         return ()
@@ -54,14 +54,14 @@ def get_classes(
 
 
 _ARGMAX_K = 8
-_INT32_MIN = -(2**31)
+_INT16_MIN = -(2**15)
 
 
 def _top_by_argmax(raw: np.ndarray, k: int) -> list[int]:
     """Ids of the k largest values, best first, lower id first among equals (k small)."""
-    small = raw.dtype.kind in "iu" and raw.itemsize <= 2
-    work = raw.astype(np.int32 if small else np.float64)  # a copy, wide enough for a value below them all
-    floor = _INT32_MIN if small else -np.inf
+    small = raw.dtype.kind in "iu" and raw.itemsize == 1
+    work = raw.astype(np.int16 if small else np.float64)  # a copy, wide enough for a value below them all
+    floor = _INT16_MIN if small else -np.inf
     ranked = []
     for _ in range(k):
         i = int(work.argmax())
