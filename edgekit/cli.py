@@ -144,11 +144,14 @@ def run_command(config_path: str | None, print_config: bool, validate_config: bo
 @click.option("--runs", default=100, show_default=True, help="Timed invocations.")
 @click.option("--video", type=click.Path(exists=True, dir_okay=False), help="Video for the pipeline run.")
 @click.option("--frames", default=200, show_default=True, help="Frames of the generated video.")
-def bench_command(model: str, device: str, threads: int, runs: int, video: str | None, frames: int) -> None:
+@click.option("--streams", default=0, show_default=True, help="Pipeline streams (0: as edgekit run on a file).")
+def bench_command(
+    model: str, device: str, threads: int, runs: int, video: str | None, frames: int, streams: int
+) -> None:
     """Invoke latency (min/p50/p95) beside the full pipeline on a video (generated unless --video)."""
     from edgekit.device import bench
 
-    report = bench.bench(model, device=device, threads=threads, runs=runs, video=video, frames=frames)
+    report = bench.bench(model, device=device, threads=threads, runs=runs, video=video, frames=frames, streams=streams)
     click.echo(report.table())
 
 
@@ -216,6 +219,14 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--std", callback=_triple, help="Per-channel std in 0..255 units (R,G,B), instead of --preprocess.")
 @click.option("--resize", type=click.Choice(["stretch", "center_crop", "letterbox"]), help="Resize policy.")
 @click.option("--crop-fraction", type=float, help="Central fraction kept by --resize center_crop (e.g. 0.875).")
+@click.option(
+    "--downscale",
+    type=click.Choice(["area", "pyramid"]),
+    default="area",
+    show_default=True,
+    help="How frames are shrunk, in calibration and on the device: area (exact INTER_AREA) or pyramid "
+    "(2x2 halvings then bilinear: 6x faster on the device, not the same pixels).",
+)
 @click.option("--io", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True, help="I/O type.")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Label file, one per line in output order.")
 @click.option("--min-agreement", type=float, help="Exit 3 when int8-vs-float top-1 agreement is below this.")

@@ -23,6 +23,7 @@ from edgekit.errors import InputError, ModelError, QualityGateError
 from edgekit.model.manifest import (
     FORMAT,
     MANIFEST_NAME,
+    Downscale,
     InputSpec,
     Manifest,
     OutputSpec,
@@ -64,6 +65,7 @@ class ConvertOptions:
     std: tuple[float, float, float] | None = None
     resize: ResizePolicy | None = None
     crop_fraction: float | None = None
+    downscale: Downscale = "area"
     labels: str | None = None
     min_agreement: float | None = None
     force: bool = False
@@ -174,7 +176,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
     tf = import_tf()
     loaded = source.load_model(options.model, options.alpha, options.input_size, options.weights)
     pre, notes = source.resolve_preprocess(
-        loaded, options.preprocess, options.mean, options.std, options.resize, options.crop_fraction
+        loaded, options.preprocess, options.mean, options.std, options.resize, options.crop_fraction, options.downscale
     )
     notes = [*loaded.notes, *notes]
     classes = int(loaded.model.outputs[0].shape[-1])
@@ -231,7 +233,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
             dtype=in_dtype,
             quantization=Quantization(float(in_q[0]), int(in_q[1])),
         ),
-        preprocess=Preprocess(pre.policy, pre.crop_fraction, pre.mean, pre.std, baked=True),
+        preprocess=Preprocess(pre.policy, pre.crop_fraction, pre.mean, pre.std, baked=True, downscale=pre.downscale),
         outputs=(
             OutputSpec(
                 role="scores",
@@ -255,8 +257,8 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
             "source": loaded.source.name,
             "arch": loaded.arch,
             "input": f"{loaded.size[0]}x{loaded.size[1]}",
-            "preprocess": f"{pre.policy} {pre.crop_fraction:g}, mean {_triple(pre.mean)}, std {_triple(pre.std)}"
-            " baked in",
+            "preprocess": f"{pre.policy} {pre.crop_fraction:g} ({pre.downscale} downscale), mean "
+            f"{_triple(pre.mean)}, std {_triple(pre.std)} baked in",
             "parameters": params,
             "macs": macs,
             "classes": classes,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError, ModelError
-from edgekit.model.manifest import Preprocess, ResizePolicy, SourceModel
+from edgekit.model.manifest import Downscale, Preprocess, ResizePolicy, SourceModel
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +221,7 @@ def resolve_preprocess(
     std: tuple[float, float, float] | None,
     policy: ResizePolicy | None,
     crop_fraction: float | None,
+    downscale: Downscale = "area",
 ) -> tuple[Preprocess, list[str]]:
     """The preprocessing to bake: --preprocess/--mean/--std over the model source's default.
 
@@ -256,5 +257,6 @@ def resolve_preprocess(
         mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
         std=tuple(float(v) for v in std),  # type: ignore[arg-type]
         baked=True,
+        downscale=downscale,
     )
     return chosen, notes

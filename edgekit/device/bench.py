@@ -26,6 +26,7 @@ class BenchReport:
     model: str
     device: str
     threads: int
+    streams: int  # of the pipeline, each with threads // streams threads (as `edgekit run` on a file)
     runs: int
     invoke_ms: tuple[float, float, float]  # min, p50, p95
     video: str
@@ -48,7 +49,8 @@ class BenchReport:
             ("latency p95 ms", "", f"{self.latency_ms[1]:.2f}"),
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [f"{self.model} on {self.device}, {self.threads} threads; pipeline video: {self.video}"]
+        streams = f", {self.streams} streams of {max(1, self.threads // self.streams)}" if self.streams > 1 else ""
+        lines = [f"{self.model} on {self.device}, {self.threads} threads{streams}; pipeline video: {self.video}"]
         lines += [
             "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r))
             for r in rows
@@ -85,7 +87,13 @@ def make_video(path: Path, frames: int = 200, size: tuple[int, int] = (480, 640)
 
 
 def bench(
-    model: str, device: str = "cpu", threads: int = 0, runs: int = 100, video: str | None = None, frames: int = 200
+    model: str,
+    device: str = "cpu",
+    threads: int = 0,
+    runs: int = 100,
+    video: str | None = None,
+    frames: int = 200,
+    streams: int = 0,
 ) -> BenchReport:
     """Measure bare invoke latency, then the full pipeline (video file -> preprocess -> invoke -> JSON).
 
@@ -96,11 +104,14 @@ def bench(
         runs: timed invocations.
         video: a video file for the pipeline run; None generates one.
         frames: length of the generated video.
+        streams: the pipeline's parallel streams, as ``run.streams`` (0: what `edgekit run` picks for a file).
 
     Returns:
         The report (``table()`` prints it).
     """
+    from edgekit.config import Config, RunConfig
     from edgekit.device import runtime
+    from edgekit.device.daemon import check_values, plan_streams
     from edgekit.device.sources.opencv import VideoFile
 
     loaded = open_model(model, device, threads)
@@ -108,9 +119,13 @@ def bench(
     invoke = invoke_latency(loaded, runs)
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         path = Path(video) if video else make_video(Path(tmp) / "bench.avi", frames)
+        config = Config(run=RunConfig(source=str(path), device=device, threads=threads, streams=streams))
+        check_values(config, "edgekit bench")
+        n, per_stream = plan_streams(config)
+        models = [loaded] if n == 1 else [open_model(model, device, per_stream, probe=False) for _ in range(n)]
         source = VideoFile(str(path))
         settings = Settings(camera="bench", top_k=3, stats_interval=0)
-        pipeline = Pipeline(loaded, source, [StdoutSink(io.StringIO())], settings)
+        pipeline = Pipeline(models[0], source, [StdoutSink(io.StringIO())], settings, replicas=models[1:])
         pipeline.stats = Stats(window=1 << 20)  # keep every frame: stats_interval is 0, nothing resets it
         t0 = time.perf_counter()
         pipeline.run()
@@ -123,6 +138,7 @@ def bench(
         model=loaded.name,
         device=device,
         threads=used_threads,
+        streams=n,
         runs=runs,
         invoke_ms=(float(invoke.min()), float(p(invoke, 50)), float(p(invoke, 95))),
         video=str(video or f"generated {frames} frames 640x480 MJPEG"),

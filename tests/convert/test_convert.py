@@ -122,12 +122,14 @@ def test_savedmodel_with_logits_gets_a_softmax(tmp_path: Path, calib_dir: Path) 
     result = CliRunner().invoke(
         cli,
         ["convert", str(tmp_path / "saved"), "--calib", str(calib_dir), "--num-calib", "20", "--out", str(out),
-         "--preprocess", "raw", "--json"],
+         "--preprocess", "raw", "--downscale", "pyramid", "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["notes"][0] == "the model ends in logits: a softmax was appended so the device reads probabilities"
     assert load_manifest(out).source.kind == "savedmodel"  # type: ignore[union-attr]
     assert load_manifest(out).preprocess.mean == (0.0, 0.0, 0.0)
+    assert load_manifest(out).preprocess.downscale == "pyramid"  # calibrated with it, so the device uses it
+    assert "(pyramid downscale)" in report["model"]["preprocess"]
     probs = Runner((out / "model.tflite").read_bytes())(np.zeros((2, 64, 64, 3), np.uint8))
     assert np.allclose(probs.sum(axis=1), 1.0, atol=0.02)

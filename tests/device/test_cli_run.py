@@ -167,6 +167,12 @@ def test_bench_prints_both_columns(runner: CliRunner, classifier_dir: Path) -> N
     assert result.exit_code == 0, result.output
     assert "invoke()" in result.output and "pipeline" in result.output
     assert "inference p50 ms" in result.output and "latency p95 ms" in result.output
+    assert "streams" not in result.output.splitlines()[0]  # one thread: one stream
+    # Two threads: the pipeline runs a file as edgekit run does, two streams of one thread; every frame done.
+    result = runner.invoke(cli, ["bench", str(classifier_dir), "--runs", "20", "--frames", "30", "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 threads, 2 streams of 1" in result.output.splitlines()[0]
+    assert result.output.splitlines()[2].split()[-1] == "30"  # the "frames" row, pipeline column
 
 
 def test_a_closed_stdout_pipe_ends_the_run_quietly(classifier_dir: Path, video: Path) -> None:

@@ -38,6 +38,23 @@ def test_roundtrip(tmp_path: Path) -> None:
     assert load_manifest(tmp_path) == sample()
 
 
+def test_the_downscale_is_kept_and_the_version_is_the_lowest_that_reads_it(tmp_path: Path) -> None:
+    # "area" (the default, what manifests meant before the field existed) is left out: version 1, as before.
+    data = json.loads(sample().to_json())
+    assert data["version"] == 1 and "downscale" not in data["preprocess"]
+    assert load_manifest(sample().write(tmp_path)).preprocess.downscale == "area"
+    # "pyramid" needs an edgekit that knows it: version 2, which an older one refuses with "upgrade".
+    pre = Preprocess(policy="center_crop", crop_fraction=0.875, downscale="pyramid")
+    pyramid = Manifest(task="classify", input=sample().input, preprocess=pre, outputs=sample().outputs)
+    data = json.loads(pyramid.to_json())
+    assert data["version"] == 2 and data["preprocess"]["downscale"] == "pyramid"
+    assert load_manifest(pyramid.write(tmp_path)) == pyramid
+    data["preprocess"]["downscale"] = "nearest"
+    (tmp_path / "edgekit.json").write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=r"malformed manifest .*downscale 'nearest' is not one of area, pyramid"):
+        load_manifest(tmp_path)
+
+
 def test_newer_version_is_refused(tmp_path: Path) -> None:
     data = json.loads(sample().to_json())
     data["version"] = 99

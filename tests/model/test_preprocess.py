@@ -63,20 +63,33 @@ def test_rejects_non_image() -> None:
         prepare(np.zeros((10, 10), np.uint8), (5, 5), Preprocess())
 
 
-def test_large_crops_are_trimmed_to_exact_halvings_and_stay_centred() -> None:
+def test_pyramid_crops_are_trimmed_to_exact_halvings_and_stay_centred() -> None:
     # A 1080p frame: the 0.875 centre square is 945 px, over 4x the model's 224, so it is halved twice and
     # must be a multiple of 4 (944), still centred.
-    g = plan((1080, 1920), (224, 224), "center_crop", 0.875)
+    g = plan((1080, 1920), (224, 224), "center_crop", 0.875, "pyramid")
     assert g.crop == (488, 68, 944, 944)
-    # Under 2x there is nothing to trim: torchvision's geometry is kept exactly (see above).
-    assert plan((480, 640), (224, 224), "center_crop", 0.875).crop == (110, 30, 420, 420)
+    # Under 2x there is nothing to trim: torchvision's geometry is kept exactly (see above); "area" never trims.
+    assert plan((480, 640), (224, 224), "center_crop", 0.875, "pyramid").crop == (110, 30, 420, 420)
+    assert plan((1080, 1920), (224, 224), "center_crop", 0.875, "area").crop == (487, 67, 945, 945)
+
+
+def test_area_is_one_inter_area_resize(photos: list[Path]) -> None:
+    import cv2
+
+    shrunk = [image for image in map(cv2.imread, map(str, photos)) if min(image.shape[:2]) * 0.875 > 224]
+    assert len(shrunk) > 10
+    for image in shrunk:
+        out, g = prepare(image, (224, 224), Preprocess(policy="center_crop", crop_fraction=0.875), color="BGR")
+        cx, cy, cw, ch = g.crop
+        exact = cv2.resize(image[cy : cy + ch, cx : cx + cw], (224, 224), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(out, exact[..., ::-1])
 
 
 def test_shrinking_averages_away_detail_finer_than_the_output_pixels() -> None:
     # A one-pixel checkerboard has no content at 224 px: a resize that samples instead of averaging turns it
     # into strong moire; the halving + bilinear path must give flat grey, as INTER_AREA does.
     checker = ((np.indices((700, 700)).sum(axis=0) % 2) * 255).astype(np.uint8)
-    out, g = prepare(np.dstack([checker] * 3), (224, 224), Preprocess(policy="stretch"))
+    out, g = prepare(np.dstack([checker] * 3), (224, 224), Preprocess(policy="stretch", downscale="pyramid"))
     assert g.crop == (0, 0, 700, 700)
     assert abs(float(out.mean()) - 127.5) < 1.0 and int(out.max()) - int(out.min()) <= 2
 
@@ -87,7 +100,7 @@ def test_shrinking_is_as_close_to_an_antialiased_resize_as_inter_area(photos: li
     import cv2
     from PIL import Image
 
-    pre = Preprocess(policy="center_crop", crop_fraction=0.875)
+    pre = Preprocess(policy="center_crop", crop_fraction=0.875, downscale="pyramid")
     ours, area, linear = [], [], []
     for path in photos:
         image = np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])

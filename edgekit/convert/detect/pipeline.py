@@ -19,6 +19,7 @@ from edgekit.convert.detect.metrics import ImageBoxes, MapResult, mean_average_p
 from edgekit.convert.pipeline import ConvertOptions, Extension, check_out, swap_in
 from edgekit.errors import InputError
 from edgekit.model.manifest import (
+    Downscale,
     InputSpec,
     Manifest,
     OutputSpec,
@@ -94,6 +95,7 @@ def convert_detector(
     force: bool = False,
     seed: int = 0,
     extensions: Sequence[Extension] = (),
+    downscale: Downscale = "area",
 ) -> DetectReport:
     """Convert an SSD detector SavedModel (``export_tflite_graph_tf2`` layout) to full int8 with uint8 input.
 
@@ -114,6 +116,7 @@ def convert_detector(
         seed: seed for calibration sampling and augmentation.
         extensions: steps run on the int8 model inside the temporary folder (the Edge TPU stage); each returns
             report sections.
+        downscale: how frames are shrunk, in calibration and on the device (`edgekit.model.manifest.Preprocess`).
 
     Returns:
         The report.
@@ -134,7 +137,9 @@ def convert_detector(
         from edgekit.convert.detect.evalset import load_eval_set
 
         eval_items = load_eval_set(eval_dir, names)
-    preprocess = Preprocess(policy="stretch", mean=(input_mean,) * 3, std=(input_std,) * 3, baked=True)
+    preprocess = Preprocess(
+        policy="stretch", mean=(input_mean,) * 3, std=(input_std,) * 3, baked=True, downscale=downscale
+    )
     images, skipped = load_calibration(calib, spec.input_size, preprocess, num_calib, seed)
 
     def representative() -> Iterator[list[npt.NDArray[np.float32]]]:
@@ -488,6 +493,7 @@ def convert_detector_from_options(options: ConvertOptions) -> DetectReport:
         force=options.force,
         seed=options.seed,
         extensions=options.extensions,
+        downscale=options.downscale,
     )
 
 
