@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -425,9 +425,23 @@ class Pipeline:
         """
         settings = self.settings
         self._next_stats = time.monotonic() + settings.stats_interval if settings.stats_interval > 0 else math.inf
-        if self.replicas and settings.max_fps <= 0:  # pacing and parallel streams exclude each other
-            return self._run_streams()
-        period = 1.0 / settings.max_fps if settings.max_fps > 0 else 0.0
+        # Pacing and parallel streams exclude each other (the daemon refuses both at once).
+        results = self._parallel() if self.replicas and settings.max_fps <= 0 else self._sequential()
+        try:
+            for result in results:
+                self._emit(result)
+                if self._after_frame():
+                    return "frames"
+        except BrokenPipeError:
+            logger.info("stdout was closed; stopping")
+            return "closed"
+        finally:
+            results.close()  # stops the producer's threads (its own finally)
+        return (self.stop_reason or "stop") if self._stop.is_set() else "end"
+
+    def _sequential(self) -> Generator[Inferred, None, None]:
+        """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn."""
+        period = 1.0 / self.settings.max_fps if self.settings.max_fps > 0 else 0.0
         next_due = time.monotonic()
         # Ordered sources (files, folders) are prepared one frame ahead on a second thread; live ones and paced
         # runs are prepared in the loop, so each result is about the newest frame (see Prefetcher).
@@ -440,13 +454,13 @@ class Pipeline:
                     # Wait before taking a frame, so a live source hands over its newest one when we are ready.
                     wait = next_due - time.monotonic()
                     if wait > 0 and self._stop.wait(wait):
-                        break
+                        return
                     next_due = max(next_due + period, time.monotonic())
                 t0 = time.monotonic()
                 if prefetch is not None:
                     item = prefetch.get()
                     if item is None or self._stop.is_set():
-                        break
+                        return
                     frame, image, geometry, prepared_s = item
                     t1 = time.monotonic()
                     model.load_prepared(image)
@@ -456,7 +470,7 @@ class Pipeline:
                     assert frames is not None
                     taken = next(frames, None)
                     if taken is None or self._stop.is_set():
-                        break
+                        return
                     frame = taken
                     t1 = time.monotonic()
                     geometry = model.set_input(frame.image, frame.color)
@@ -465,18 +479,13 @@ class Pipeline:
                 t3 = time.monotonic()
                 items, key = self._postprocess(model, geometry)
                 t4 = time.monotonic()
-                self._emit(Inferred(frame, geometry, items, key, t0, t1, prepared, t3, t4, (t3 - t2) * 1000))
-                if self._after_frame():
-                    return "frames"
-        except BrokenPipeError:
-            logger.info("stdout was closed; stopping")
-            return "closed"
+                yield Inferred(frame, geometry, items, key, t0, t1, prepared, t3, t4, (t3 - t2) * 1000)
         finally:
             if prefetch is not None:
                 prefetch.close()
-        return self._ended()
 
-    def _run_streams(self) -> str:
+    def _parallel(self) -> Generator[Inferred, None, None]:
+        """Several interpreters at once (`ParallelStreams`); results in frame order."""
         streams = ParallelStreams(
             self.source, [self.model, *self.replicas], self._postprocess, self._stop, self.settings.frames
         )
@@ -484,19 +493,10 @@ class Pipeline:
             while not self._stop.is_set():
                 result = streams.get()
                 if result is None:
-                    break
-                self._emit(result)
-                if self._after_frame():
-                    return "frames"
-        except BrokenPipeError:
-            logger.info("stdout was closed; stopping")
-            return "closed"
+                    return
+                yield result
         finally:
             streams.close()
-        return self._ended()
-
-    def _ended(self) -> str:
-        return (self.stop_reason or "stop") if self._stop.is_set() else "end"
 
     def _after_frame(self) -> bool:
         """Stats when due; True when the ``frames`` count is reached."""
