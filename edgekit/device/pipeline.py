@@ -382,7 +382,7 @@ class Pipeline:
         self.settings = settings
         self.data_sinks: list[Sink] = [ChangeFilter(s) if settings.only_changes else s for s in sinks]
         self.observers = list(observers)
-        self._result_sinks = [*self.data_sinks, *self.observers]  # the order results go out in
+        self._result_sinks = [*self.data_sinks, *self.observers]  # the order records go out in
         self.taps = list(taps)
         self.stats = Stats()
         self.seq = 0
@@ -581,7 +581,7 @@ class Pipeline:
         record = self.stats.report(self.settings.camera, int(getattr(self.source, "dropped", 0)), counters)
         if self.model.device_state:
             record["device"] = dict(self.model.device_state)
-        for sink in [*self.data_sinks, *self.observers]:
+        for sink in self._result_sinks:
             _guarded(sink, sink.publish_stats, record)
 
 
