@@ -33,6 +33,7 @@ class OutputTensor:
     shape: tuple[int, ...]
     scale: float
     zero_point: int
+    dtype: str  # numpy name: uint8, int8, float32...
 
 
 class DeviceModel:
@@ -206,7 +207,9 @@ def _input_mapping(
 def _output_roles(details: list[dict[str, Any]], path: Path) -> dict[str, OutputTensor]:
     def tensor(role: str, d: dict[str, Any]) -> OutputTensor:
         q = d["quantization"]
-        return OutputTensor(role, int(d["index"]), tuple(int(s) for s in d["shape"]), float(q[0]), int(q[1]))
+        return OutputTensor(
+            role, int(d["index"]), tuple(int(s) for s in d["shape"]), float(q[0]), int(q[1]), np.dtype(d["dtype"]).name
+        )
 
     if len(details) == 1:
         return {"scores": tensor("scores", details[0])}

@@ -19,7 +19,7 @@ import numpy as np
 from edgekit.device.model import DeviceModel
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Frame, Source
-from edgekit.device.tasks.classify import Class, get_classes
+from edgekit.device.tasks.classify import Classifier
 from edgekit.device.tasks.detect import Detection, get_detections
 from edgekit.errors import SinkError
 from edgekit.model.preprocess import Geometry
@@ -392,7 +392,16 @@ class Pipeline:
             self._classify if model.task == "classify" else self._detect
         )
         scores = model.outputs["scores"]
-        self._scores_q = (scores.scale, scores.zero_point)
+        if model.task == "classify":
+            self._classifier = Classifier(
+                math.prod(scores.shape),
+                model.label,
+                settings.top_k,
+                settings.threshold,
+                scores.scale,
+                scores.zero_point,
+                scores.dtype,
+            )
 
     # --- control (safe to call from a signal handler) ------------------------------------------------------
 
@@ -538,11 +547,7 @@ class Pipeline:
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
 
     def _classify(self, model: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
-        classes: tuple[Class, ...] = get_classes(
-            model.output("scores"), self.settings.top_k, self.settings.threshold, *self._scores_q
-        )
-        label = model.label
-        return [{"id": c.id, "label": label(c.id), "score": round(c.score, 4)} for c in classes], "classes"
+        return self._classifier.items(model.output("scores")), "classes"
 
     def _detect(self, m: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
         detections: tuple[Detection, ...] = get_detections(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgekit.device.tasks import dequantize
-from edgekit.device.tasks.classify import Class, get_classes
+from edgekit.device.tasks.classify import Class, Classifier, get_classes
 from edgekit.device.tasks.detect import BBox, get_detections
 from edgekit.model.preprocess import plan
 
@@ -37,6 +37,38 @@ def test_top_k_matches_a_full_sort_by_score_then_id(dtype: str, k: int) -> None:
         assert [c.id for c in got] == want
         expected = [float(raw[i]) if scale == 0 else scale * (int(raw[i]) - zero) for i in want]
         assert [c.score for c in got] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("k", [1, 3, 20])
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "float32"])
+def test_classifier_items_are_get_classes_rounded_and_labelled(dtype: str, k: int) -> None:
+    # The frame loop's table-driven path must publish exactly what get_classes ranks, scores rounded to 4 places,
+    # thresholds applied to the unrounded score, labels with the model's fallback for unnamed ids.
+    rng = np.random.default_rng(11)
+    low, high = (-128, 127) if dtype == "int8" else (0, 255)
+    names = {i: f"class {i}" for i in range(0, 1001, 2)}  # odd ids unnamed
+
+    def label(i: int) -> str:
+        return names.get(i, str(i))
+
+    scale, zero = (0.0, 0) if dtype == "float32" else (0.00390625 * 3, -7 if dtype == "int8" else 11)
+    for threshold in (-1e9, 0.0, 0.3, 0.7, 2.0):
+        classifier = Classifier(1001, label, k, threshold, scale, zero, dtype)
+        for _ in range(20):
+            raw = rng.choice(rng.integers(low, high + 1, 8), size=1001).astype(dtype)
+            if dtype == "float32":
+                raw = raw / 255.0
+            want = [
+                {"id": c.id, "label": label(c.id), "score": round(c.score, 4)}
+                for c in get_classes(raw[None], k, threshold, scale, zero)
+            ]
+            assert classifier.items(raw[None]) == want
+
+
+def test_classifier_skips_a_nan_score_like_get_classes() -> None:
+    raw = np.array([0.2, np.nan, 0.9, 0.5], np.float32)
+    classifier = Classifier(4, str, 3, 0.0, 0.0, 0, "float32")
+    assert [item["id"] for item in classifier.items(raw)] == [c.id for c in get_classes(raw, 3)] == [2, 3]
 
 
 def test_dequantize_through_int64_does_not_wrap() -> None:

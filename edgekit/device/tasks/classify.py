@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,10 +41,7 @@ def get_classes(
     # of the CPU caches, so each distinct numpy call costs several microseconds: a few argmax calls (each gives
     # the lowest id among equal maxima) beat any sort for the usual k; a stable sort (ties in id order; a radix
     # sort on 8-bit data) takes over for large k.
-    if k <= _ARGMAX_K:
-        ranked = _top_by_argmax(raw, k)
-    else:
-        ranked = np.argsort(~raw if raw.dtype.kind in "iu" else -raw, kind="stable")[:k].tolist()
+    ranked = _top_by_argmax(raw, k) if k <= _ARGMAX_K else _top_by_sort(raw, k)
     quantized = raw.dtype.kind in "iu" and scale != 0
     classes = []
     for i in ranked:
@@ -57,6 +56,11 @@ _ARGMAX_K = 8
 _INT16_MIN = -(2**15)
 
 
+def _top_by_sort(raw: np.ndarray, k: int) -> list[int]:
+    """Ids of the k largest values, best first, lower id first among equals (any k: a stable sort)."""
+    return np.argsort(~raw if raw.dtype.kind in "iu" else -raw, kind="stable")[:k].tolist()
+
+
 def _top_by_argmax(raw: np.ndarray, k: int) -> list[int]:
     """Ids of the k largest values, best first, lower id first among equals (k small)."""
     small = raw.dtype.kind in "iu" and raw.itemsize == 1
@@ -68,3 +72,69 @@ def _top_by_argmax(raw: np.ndarray, k: int) -> list[int]:
         ranked.append(i)
         work[i] = floor
     return ranked
+
+
+class Classifier:
+    """The frame loop's classification: raw scores to published items, with everything per-run worked out once.
+
+    Gives what `get_classes` gives, as the record's ``{"id", "label", "score"}`` dicts (score rounded to 4
+    places). A quantized 8-bit output has only 256 possible values, so each value's rounded score, or None when
+    it is below the threshold, is a table lookup, and each class's label a list lookup: after `invoke()` every
+    distinct call costs microseconds (see `get_classes`), and dequantizing, rounding and looking up three labels
+    cost about as much as the ranking itself.
+
+    Args:
+        num_classes: the size of the scores output.
+        label: the label of a class id (the model's, with its fallback).
+        top_k: how many classes at most.
+        threshold: minimum (dequantized) score.
+        scale: output quantization scale (0 when the output is float).
+        zero_point: output quantization zero point.
+        dtype: the output's dtype name (``uint8``, ``int8``, ``float32``...).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        label: Callable[[int], str],
+        top_k: int,
+        threshold: float,
+        scale: float,
+        zero_point: int,
+        dtype: str,
+    ) -> None:
+        self.k = max(0, min(int(top_k), num_classes))
+        self.threshold = threshold
+        self.labels = [label(i) for i in range(num_classes)]
+        self.scale, self.zero_point = scale, zero_point
+        self.table: list[float | None] | None = None
+        if scale != 0 and dtype in ("uint8", "int8"):
+            # Indexed by the raw value; an int8 value v < 0 lands on table[v], i.e. table[256 + v], so the table
+            # is laid out in the unsigned order of the same bytes.
+            values = [u - 256 if dtype == "int8" and u >= 128 else u for u in range(256)]
+            scores = [scale * (v - zero_point) for v in values]
+            self.table = [round(s, 4) if s >= threshold else None for s in scores]
+
+    def items(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        """The top classes of one output, best first, as result items."""
+        raw = scores.reshape(-1)
+        k = self.k
+        if k == 0:
+            return []
+        ranked = _top_by_argmax(raw, k) if k <= _ARGMAX_K else _top_by_sort(raw, k)
+        labels, table, items = self.labels, self.table, []
+        if table is not None:
+            for i in ranked:
+                score = table[raw.item(i)]
+                if score is None:  # ranked best first: every later one is below the threshold too
+                    break
+                items.append({"id": i, "label": labels[i], "score": score})
+            return items
+        scale, zero_point, threshold = self.scale, self.zero_point, self.threshold
+        quantized = scale != 0 and raw.dtype.kind in "iu"
+        for i in ranked:
+            value = raw.item(i)
+            score = scale * (value - zero_point) if quantized else float(value)
+            if score >= threshold:  # not a break: a NaN ranks first and fails, the rest may pass
+                items.append({"id": i, "label": labels[i], "score": round(score, 4)})
+        return items
