@@ -45,6 +45,7 @@ class DeviceModel:
         task: ``classify``, ``detect`` or ``auto`` (from the manifest or the output tensors).
         manifest: the manifest, when the model came from `edgekit convert`.
         labels: id -> label.
+        labels_file: where the labels came from, for error messages.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class DeviceModel:
         task: str = "auto",
         manifest: Manifest | None = None,
         labels: Mapping[int, str] | None = None,
+        labels_file: str = "labels",
     ) -> None:
         self.interpreter = interpreter
         self.path = path
@@ -81,6 +83,7 @@ class DeviceModel:
         self.device_state: dict[str, Any] = {}
         self.task: TaskName = _choose_task(task, manifest, self.outputs, path)
         self.labels = dict(labels or {})
+        self._labels_file = labels_file
         self._check_labels()
 
     # --- per frame -----------------------------------------------------------------------------------------
@@ -157,11 +160,11 @@ class DeviceModel:
         n = self.num_classes
         if self.task == "classify" and len(self.labels) != n:
             raise InputError(
-                f"labels: {len(self.labels)} labels but {self.path.name} has {n} outputs; give the labels file "
-                "that belongs to this model"
+                f"{self._labels_file}: {len(self.labels)} labels but {self.path.name} has {n} outputs; give the "
+                "labels file that belongs to this model"
             )
         if n and max(self.labels) >= n:
-            raise InputError(f"labels: id {max(self.labels)} but {self.path.name} knows {n} classes")
+            raise InputError(f"{self._labels_file}: id {max(self.labels)} but {self.path.name} knows {n} classes")
 
 
 def _model_name(path: Path, manifest: Manifest | None) -> str:
@@ -319,11 +322,13 @@ def open_model(
         kwargs.setdefault("on_fallback", fallback_reasons.append)
     interpreter = runtime.make_interpreter(path, device, threads, **kwargs)
     label_map: dict[int, str] = {}
+    labels_file = str(labels)
     if labels:
         label_map = read_labels(labels)
     elif manifest is not None and manifest.labels and (path.parent / manifest.labels).is_file():
-        label_map = read_labels(path.parent / manifest.labels)
-    loaded = DeviceModel(interpreter, path, task, manifest, label_map)
+        labels_file = str(path.parent / manifest.labels)
+        label_map = read_labels(labels_file)
+    loaded = DeviceModel(interpreter, path, task, manifest, label_map, labels_file)
     if on_tpu:
         loaded.device_state = {"device": device, "active": "cpu" if fallback_reasons else "edgetpu"}
         if fallback_reasons:

@@ -93,7 +93,7 @@ def test_bad_source_labels_and_config(runner: CliRunner, tmp_path: Path, classif
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\nc\n")
     line = _bad(runner, [*model, "--source", str(video), "--labels", str(labels)])
-    assert "3 labels but model.tflite has 10 outputs" in line
+    assert f"{labels}: 3 labels but model.tflite has 10 outputs" in line
     config = tmp_path / "bad.toml"
     config.write_text("[run]\nthreds = 2\n")
     assert "bad.toml: unknown key 'run.threds'" in _bad(runner, ["-c", str(config)])
