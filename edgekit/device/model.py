@@ -14,7 +14,7 @@ import numpy as np
 from edgekit.device import runtime
 from edgekit.errors import InputError, ModelError
 from edgekit.model.manifest import Manifest, Preprocess, find_model
-from edgekit.model.preprocess import ColorOrder, Geometry, prepare
+from edgekit.model.preprocess import ColorOrder, Geometry, Preparer
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class DeviceModel:
         self.input_dtype = np.dtype(detail["dtype"]).name
         scale, zero_point = (float(detail["quantization"][0]), int(detail["quantization"][1]))
         self.preprocess = manifest.preprocess if manifest else PLAIN_PREPROCESS
+        self._prepare = Preparer(self.input_size, self.preprocess)
         self._mode, self._lut = _input_mapping(self.input_dtype, scale, zero_point, manifest, path)
         self._scratch = np.empty((*self.input_size, 3), np.uint8) if self._mode == "lut" else None
         self._input = interpreter.tensor(self.input_index)  # a callable: holding it keeps no buffer reference
@@ -101,23 +102,23 @@ class DeviceModel:
         # The view must not outlive this call: the interpreter refuses to invoke while numpy holds its memory.
         view = self._input()[0]
         if self._mode == "direct":
-            _, geometry = prepare(image, self.input_size, self.preprocess, color, out=view)
+            geometry = self._prepare(image, color, view)
         elif self._mode == "xor":
             raw = view.view(np.uint8)
-            _, geometry = prepare(image, self.input_size, self.preprocess, color, out=raw)
+            geometry = self._prepare(image, color, raw)
             np.bitwise_xor(raw, 0x80, out=raw)  # uint8 p -> int8 p - 128, in place
         else:
             import cv2
 
             assert self._scratch is not None and self._lut is not None
-            _, geometry = prepare(image, self.input_size, self.preprocess, color, out=self._scratch)
+            geometry = self._prepare(image, color, self._scratch)
             cv2.LUT(self._scratch, self._lut, dst=view)
         del view
         return geometry
 
     def prepare(self, image: np.ndarray, color: ColorOrder, out: np.ndarray) -> Geometry:
         """Crop/resize/reorder a frame into ``out`` ((h, w, 3) uint8), on any thread; see `load_prepared`."""
-        return prepare(image, self.input_size, self.preprocess, color, out=out)[1]
+        return self._prepare(image, color, out)
 
     def load_prepared(self, image: np.ndarray) -> None:
         """Put an image made by `prepare` into the input tensor (a 150 KB copy, or the int8/LUT mapping)."""

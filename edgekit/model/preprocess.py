@@ -128,7 +128,8 @@ def prepare(
     """Turn a frame into the model's uint8 RGB input: crop/resize per the manifest, fix the channel order.
 
     No per-pixel float math: normalisation is baked into the converted model. The channel swap runs after the
-    resize, on the small image, so a BGR camera costs almost nothing extra.
+    resize, on the small image, so a BGR camera costs almost nothing extra. A frame loop keeps a `Preparer`
+    instead (the same work, with the per-frame-size plan looked up once).
 
     Args:
         image: (H, W, 3) uint8 frame.
@@ -140,30 +141,93 @@ def prepare(
     Returns:
         The (height, width, 3) uint8 RGB image (``out`` when given) and the geometry for mapping boxes back.
     """
-    import cv2  # both halves have OpenCV; imported here so `edgekit --help` stays light
-
-    shape = image.shape
-    if len(shape) != 3 or shape[2] != 3 or image.dtype != _UINT8:
-        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-    dst_h, dst_w = model_size
-    downscale = preprocess.downscale
-    geometry = plan((shape[0], shape[1]), (dst_h, dst_w), preprocess.policy, preprocess.crop_fraction, downscale)
-    resize = _pyramid if downscale == "pyramid" else _area
     if out is None:
-        out = np.empty((dst_h, dst_w, 3), dtype=np.uint8)
-    cx, cy, cw, ch = geometry.crop
-    px, py, pw, ph = geometry.placed
-    region = image[cy : cy + ch, cx : cx + cw]
-    if (cw, ch) == (pw, ph) == (dst_w, dst_h):  # a camera asked for the model's size: a copy (or a crop of one)
-        np.copyto(out, region)
-    elif (px, py, pw, ph) == (0, 0, dst_w, dst_h):
-        resize(cv2, region, out)
-    else:
-        out.fill(0)
-        resize(cv2, region, out[py : py + ph, px : px + pw])
-    if color == "BGR":
-        cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
-    return out, geometry
+        out = np.empty((*model_size, 3), dtype=np.uint8)
+    return out, _preparer(model_size, preprocess)(image, color, out)
+
+
+@lru_cache(maxsize=8)
+def _preparer(model_size: tuple[int, int], preprocess: Preprocess) -> Preparer:
+    return Preparer(model_size, preprocess)
+
+
+_COPY, _RESIZE, _PLACE = range(3)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What `Preparer` does with frames of one size: the geometry, the crop as slices, and the kind of step."""
+
+    geometry: Geometry
+    rows: slice
+    cols: slice
+    kind: int  # _COPY (the crop is the model size), _RESIZE (to the whole input), _PLACE (letterboxed)
+    placed: tuple[slice, slice]
+
+
+class Preparer:
+    """`prepare` for one model size and preprocessing, for a frame loop.
+
+    The plan for a frame size (crop, placement, which step) is worked out at the first frame of that size and
+    kept: right after `invoke()` has pushed Python out of the CPU caches, working it out again (the cached
+    `plan` call hashes its arguments) and the checks around it cost ~25 us a frame, several times the copy
+    itself for a camera asked for the model's size.
+    """
+
+    def __init__(self, model_size: tuple[int, int], preprocess: Preprocess) -> None:
+        import cv2  # both halves have OpenCV; imported here so `edgekit --help` stays light
+
+        self._cv2 = cv2
+        self.model_size = model_size
+        self.preprocess = preprocess
+        self._resize = _pyramid if preprocess.downscale == "pyramid" else _area
+        self._recipes: dict[tuple[int, ...], _Recipe] = {}
+
+    def __call__(self, image: np.ndarray, color: ColorOrder, out: np.ndarray) -> Geometry:
+        """Crop/resize/reorder ``image`` ((H, W, 3) uint8) into ``out`` ((h, w, 3) uint8 at the model size).
+
+        Returns:
+            The geometry, for mapping boxes back to the frame.
+        """
+        recipe = self._recipes.get(image.shape)
+        if recipe is None:
+            recipe = self._recipe(image)
+        if image.dtype != _UINT8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        region = image[recipe.rows, recipe.cols]
+        if recipe.kind == _COPY:
+            np.copyto(out, region)
+        elif recipe.kind == _RESIZE:
+            self._resize(self._cv2, region, out)
+        else:
+            out.fill(0)
+            self._resize(self._cv2, region, out[recipe.placed])
+        if color == "BGR":
+            self._cv2.cvtColor(out, self._cv2.COLOR_BGR2RGB, dst=out)
+        return recipe.geometry
+
+    def _recipe(self, image: np.ndarray) -> _Recipe:
+        shape = image.shape
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {shape} {image.dtype}")
+        dst_h, dst_w = self.model_size
+        pre = self.preprocess
+        geometry = plan((shape[0], shape[1]), (dst_h, dst_w), pre.policy, pre.crop_fraction, pre.downscale)
+        cx, cy, cw, ch = geometry.crop
+        px, py, pw, ph = geometry.placed
+        if (cw, ch) == (pw, ph) == (dst_w, dst_h):  # a camera asked for the model's size: a copy (or a crop of one)
+            kind = _COPY
+        elif (px, py, pw, ph) == (0, 0, dst_w, dst_h):
+            kind = _RESIZE
+        else:
+            kind = _PLACE
+        recipe = _Recipe(
+            geometry, slice(cy, cy + ch), slice(cx, cx + cw), kind, (slice(py, py + ph), slice(px, px + pw))
+        )
+        if len(self._recipes) >= 8:  # a source whose frame size keeps changing: keep the newest few
+            self._recipes.clear()
+        self._recipes[shape] = recipe
+        return recipe
 
 
 def _area(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgekit.model.manifest import Preprocess
-from edgekit.model.preprocess import plan, prepare
+from edgekit.model.preprocess import Preparer, plan, prepare
 
 
 def gradient(h: int, w: int) -> np.ndarray:
@@ -61,6 +61,27 @@ def test_boxes_map_back_to_source_pixels(policy: str) -> None:
 def test_rejects_non_image() -> None:
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         prepare(np.zeros((10, 10), np.uint8), (5, 5), Preprocess())
+
+
+@pytest.mark.parametrize("policy", ["stretch", "center_crop", "letterbox"])
+def test_a_preparer_follows_a_frame_size_that_changes(policy: str) -> None:
+    # A frame loop keeps one Preparer, which keeps the plan of each frame size it has seen (at most 8): a camera
+    # that changes resolution, or one more size than it keeps, must get what a fresh start gives.
+    pre = Preprocess(policy=policy, crop_fraction=0.875 if policy == "center_crop" else 1.0, downscale="pyramid")  # type: ignore[arg-type]
+    size = (64, 48)
+    loop = Preparer(size, pre)
+    rng = np.random.default_rng(5)
+    sizes = [(64, 48), (100, 200), (100, 150), (480, 640), (73, 51), *[(90 + i, 120 + 3 * i) for i in range(9)]]
+    for h, w in [*sizes, *sizes[::-1]]:
+        for color in ("RGB", "BGR"):
+            frame = rng.integers(0, 256, (h + 2, w, 3), np.uint8)[1:-1]  # a view, as a capture buffer can be
+            out, want = np.empty((*size, 3), np.uint8), np.empty((*size, 3), np.uint8)
+            geometry = loop(frame, color, out)  # type: ignore[arg-type]
+            assert geometry == Preparer(size, pre)(frame, color, want)  # type: ignore[arg-type]
+            assert geometry == plan((h, w), size, pre.policy, pre.crop_fraction, pre.downscale)
+            np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match=r"uint8 image, got \(64, 48, 3\) float32"):
+        loop(np.zeros((64, 48, 3), np.float32), "RGB", np.empty((*size, 3), np.uint8))
 
 
 def test_pyramid_crops_are_trimmed_to_exact_halvings_and_stay_centred() -> None:
