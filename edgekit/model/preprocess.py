@@ -224,7 +224,7 @@ class Preparer:
         recipe = _Recipe(
             geometry, slice(cy, cy + ch), slice(cx, cx + cw), kind, (slice(py, py + ph), slice(px, px + pw))
         )
-        if len(self._recipes) >= 8:  # a source whose frame size keeps changing: keep the newest few
+        if len(self._recipes) >= 8:  # a source whose frame size keeps changing: start over, memory stays bounded
             self._recipes.clear()
         self._recipes[shape] = recipe
         return recipe
