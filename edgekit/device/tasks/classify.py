@@ -33,23 +33,34 @@ def get_classes(
         The classes, highest score first; ties keep the lower id first.
     """
     raw = (scores if isinstance(scores, np.ndarray) else np.asarray(scores)).reshape(-1)
+    return tuple(Class(i, score) for i, score in _top_scores(raw, top_k, threshold, scale, zero_point))
+
+
+def _top_scores(
+    raw: np.ndarray, top_k: int, threshold: float, scale: float, zero_point: int
+) -> list[tuple[int, float]]:
+    """(id, dequantized score) of the ``top_k`` best at least ``threshold``, best first (``raw``: 1-D)."""
+    quantized = raw.dtype.kind in "iu" and scale != 0
+    found = []
+    for i in _ranked(raw, top_k):
+        value = raw.item(i)
+        score = scale * (value - zero_point) if quantized else float(value)
+        if score >= threshold:  # not a break: a float NaN ranks first and fails, the rest may pass
+            found.append((i, score))
+    return found
+
+
+def _ranked(raw: np.ndarray, top_k: int) -> list[int]:
+    """Ids of the ``top_k`` largest raw values, best first, the lower id first among equals (``raw``: 1-D)."""
     k = max(0, min(int(top_k), raw.size))
     if k == 0:
-        return ()
+        return []
     # Rank on the raw values (quantization scales are positive, so the order is the same) and dequantize only
     # the k winners. This runs right after invoke(), when the interpreter has pushed Python's and numpy's code out
     # of the CPU caches, so each distinct numpy call costs several microseconds: a few argmax calls (each gives
     # the lowest id among equal maxima) beat any sort for the usual k; a stable sort (ties in id order; a radix
     # sort on 8-bit data) takes over for large k.
-    ranked = _top_by_argmax(raw, k) if k <= _ARGMAX_K else _top_by_sort(raw, k)
-    quantized = raw.dtype.kind in "iu" and scale != 0
-    classes = []
-    for i in ranked:
-        value = raw.item(i)
-        score = scale * (value - zero_point) if quantized else float(value)
-        if score >= threshold:
-            classes.append(Class(i, score))
-    return tuple(classes)
+    return _top_by_argmax(raw, k) if k <= _ARGMAX_K else _top_by_sort(raw, k)
 
 
 _ARGMAX_K = 8
@@ -117,24 +128,14 @@ class Classifier:
 
     def items(self, scores: np.ndarray) -> list[dict[str, Any]]:
         """The top classes of one output, best first, as result items."""
-        raw = scores.reshape(-1)
-        k = self.k
-        if k == 0:
-            return []
-        ranked = _top_by_argmax(raw, k) if k <= _ARGMAX_K else _top_by_sort(raw, k)
-        labels, table, items = self.labels, self.table, []
-        if table is not None:
-            for i in ranked:
-                score = table[raw.item(i)]
-                if score is None:  # ranked best first: every later one is below the threshold too
-                    break
-                items.append({"id": i, "label": labels[i], "score": score})
-            return items
-        scale, zero_point, threshold = self.scale, self.zero_point, self.threshold
-        quantized = scale != 0 and raw.dtype.kind in "iu"
-        for i in ranked:
-            value = raw.item(i)
-            score = scale * (value - zero_point) if quantized else float(value)
-            if score >= threshold:  # not a break: a NaN ranks first and fails, the rest may pass
-                items.append({"id": i, "label": labels[i], "score": round(score, 4)})
+        raw, labels, table = scores.reshape(-1), self.labels, self.table
+        if table is None:
+            found = _top_scores(raw, self.k, self.threshold, self.scale, self.zero_point)
+            return [{"id": i, "label": labels[i], "score": round(score, 4)} for i, score in found]
+        items = []
+        for i in _ranked(raw, self.k):
+            score = table[raw.item(i)]
+            if score is None:  # ranked best first: every later one is below the threshold too
+                break
+            items.append({"id": i, "label": labels[i], "score": score})
         return items
