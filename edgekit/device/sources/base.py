@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One captured frame.
+class Frame(NamedTuple):
+    """One captured frame (immutable: the preview keeps a reference, never a copy).
 
     ``image`` is (H, W, 3) uint8 in ``color`` order: OpenCV sources deliver BGR and the preprocessing swaps
-    channels after resizing (cheaper than converting the full frame).
+    channels after resizing (cheaper than converting the full frame). A named tuple rather than a frozen
+    dataclass: one is made per frame, and a frozen dataclass sets each field through ``object.__setattr__``
+    (3x the time, a few microseconds a frame once `invoke()` has pushed that code out of the CPU caches).
     """
 
     image: np.ndarray
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(), which nothing calls on a frame
     timestamp: float  # time.time() at capture, for the published record
     monotonic: float  # time.monotonic() at capture, for latency measurement
     color: Literal["RGB", "BGR"] = "BGR"
