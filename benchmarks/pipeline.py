@@ -188,17 +188,25 @@ def tutorial_loop(model: DeviceModel, video: Path, sink: io.TextIOBase, limit: i
 
 
 class MemoryFrames:
-    """Frames already decoded, at the model size, in RGB: a camera that costs nothing (picamera2 at model size)."""
+    """Frames already decoded, at the model size, in RGB: a camera that costs nothing (picamera2 at model size).
+
+    It notes when the loop asks for each frame (its capture time, which any camera source takes): in a steady
+    loop the intervals are the per-frame times, measured without a sink added for the purpose.
+    """
 
     name = "memory"
     dropped = 0
 
     def __init__(self, images: list[np.ndarray]) -> None:
         self.images = images
+        self.ticks: list[float] = []
 
     def __iter__(self):  # type: ignore[no-untyped-def]
+        ticks = self.ticks
         for i, image in enumerate(self.images):
-            yield Frame(image, i, time.time(), time.monotonic(), "RGB")
+            now = time.monotonic()
+            ticks.append(now)
+            yield Frame(image, i, time.time(), now, "RGB")
 
     def close(self) -> None:
         pass
@@ -228,20 +236,25 @@ class Ticks:
 def pipeline_frames(
     models: list[DeviceModel], open_source: Callable[[], Any], sink: io.TextIOBase, limit: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The loop of `edgekit run`: per-frame times (first frame asked for to each record) and latencies.
+    """The loop of `edgekit run`: per-frame times and latencies.
 
+    The per-frame times are the intervals between the source's own ticks when it keeps them (`MemoryFrames`),
+    else from the first frame asked for to each record (a `Ticks` sink beside the stdout sink).
     ``models``: one per stream, as `edgekit run` opens them. Setup (opening the file, building the pipeline) is
     outside the timing here and in the bare loops alike: a deployment pays it once.
     """
     source = open_source()
     settings = Settings(camera="bench", stats_interval=0, frames=limit)
-    ticks = Ticks(0.0)
-    pipeline = Pipeline(models[0], source, [StdoutSink(sink), ticks], settings, replicas=models[1:])
+    ticks = None if hasattr(source, "ticks") else Ticks(0.0)
+    sinks = [StdoutSink(sink)] if ticks is None else [StdoutSink(sink), ticks]
+    pipeline = Pipeline(models[0], source, sinks, settings, replicas=models[1:])
     pipeline.stats = Stats(window=1 << 20)
-    ticks.ticks[0] = time.perf_counter()
+    if ticks is not None:
+        ticks.ticks[0] = time.perf_counter()
     pipeline.run()
     source.close()
-    return _per_frame(ticks.ticks), pipeline.stats.window()[1]
+    per_frame = np.diff(source.ticks) * 1000.0 if ticks is None else _per_frame(ticks.ticks)
+    return per_frame, pipeline.stats.window()[1]
 
 
 def real_run(model: Path, video: Path) -> tuple[float, float, float]:
