@@ -391,10 +391,10 @@ class Pipeline:
         self._postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]] = (
             self._classify if model.task == "classify" else self._detect
         )
-        scores = model.outputs["scores"]
         if model.task == "classify":
+            scores = model.outputs["scores"]
             self._classifier = Classifier(
-                math.prod(scores.shape),
+                model.num_classes,
                 model.label,
                 settings.top_k,
                 settings.threshold,
@@ -541,7 +541,7 @@ class Pipeline:
                 "total": _ms(r.done - r.asked),
             },
         }
-        self._publish_result(record)
+        self._send(record, result=True)
         for tap in self.taps:
             tap.offer(r.frame, record, r.geometry)
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
@@ -571,14 +571,18 @@ class Pipeline:
             for d in detections
         ], "detections"
 
-    def _publish_result(self, record: Mapping[str, Any]) -> None:
+    def _send(self, record: Mapping[str, Any], result: bool) -> None:
+        """A record to every sink and observer, in order; a sink that fails is logged, not raised.
+
+        BrokenPipeError (stdout's reader went away) and SinkError (a sink that cannot go on) still end the run.
+        """
         for sink in self._result_sinks:
             try:
-                sink.publish_result(record)
+                (sink.publish_result if result else sink.publish_stats)(record)
             except (BrokenPipeError, SinkError):
                 raise
             except Exception as exc:  # one misbehaving sink must not take the camera down with it
-                _log_failure(sink, record, exc)
+                logger.error("sink %s failed on a %s record: %s", sink.name, record.get("type"), exc, exc_info=exc)
 
     def publish_stats(self) -> None:
         """Send a stats record to every sink and observer now."""
@@ -586,8 +590,7 @@ class Pipeline:
         record = self.stats.report(self.settings.camera, int(getattr(self.source, "dropped", 0)), counters)
         if self.model.device_state:
             record["device"] = dict(self.model.device_state)
-        for sink in self._result_sinks:
-            _guarded(sink, sink.publish_stats, record)
+        self._send(record, result=False)
 
 
 def _ms(seconds: float) -> float:
@@ -601,16 +604,3 @@ def _dequantized(model: DeviceModel, role: str) -> np.ndarray:
 
     out = model.outputs[role]
     return dequantize(model.output(role), out.scale, out.zero_point)
-
-
-def _guarded(sink: Any, publish: Callable[[Mapping[str, Any]], None], record: Mapping[str, Any]) -> None:
-    try:
-        publish(record)
-    except (BrokenPipeError, SinkError):
-        raise
-    except Exception as exc:  # one misbehaving sink must not take the camera down with it
-        _log_failure(sink, record, exc)
-
-
-def _log_failure(sink: Any, record: Mapping[str, Any], exc: Exception) -> None:
-    logger.error("sink %s failed on a %s record: %s", sink.name, record.get("type"), exc, exc_info=exc)

@@ -19,7 +19,7 @@ from edgekit.device.model import open_model
 from edgekit.device.pipeline import ChangeFilter, Pipeline, Settings
 from edgekit.device.sinks.stdout import StdoutSink
 from edgekit.device.sources.base import Frame
-from edgekit.errors import InputError, ModelError
+from edgekit.errors import InputError, ModelError, SinkError
 
 
 class ListSink:
@@ -196,6 +196,45 @@ def test_stats_records(classifier_dir: Path, video: Path) -> None:
     assert 0 < stats["inference_ms"]["p50"] <= stats["inference_ms"]["p95"]
     assert stats["latency_ms"]["p50"] >= stats["inference_ms"]["p50"]
     assert stats["sinks"]["list"]["results"] == stats["frames"]
+
+
+class FailingSink(ListSink):
+    """Raises ``error`` on every record."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("failing")
+        self.error = error
+
+    def publish_result(self, record: Mapping[str, Any]) -> None:
+        raise self.error
+
+    def publish_stats(self, record: Mapping[str, Any]) -> None:
+        raise self.error
+
+
+def test_a_failing_sink_is_logged_and_the_others_still_get_everything(
+    classifier_dir: Path, photos: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    model = open_model(classifier_dir, threads=1)
+    images = [cv2.imread(str(p)) for p in photos[:5]]
+    before, after = ListSink("before"), ListSink("after")
+    settings = Settings(camera="c", stats_interval=1e-9)  # a stats record after every frame
+    pipeline = Pipeline(model, Frames(images), [before, FailingSink(ValueError("bad value"))], settings, [after])
+    assert pipeline.run() == "end"
+    assert [r["frame"] for r in before.results] == [r["frame"] for r in after.results] == [0, 1, 2, 3, 4]
+    assert len(before.stats) == len(after.stats) == 5
+    failures = [r.getMessage() for r in caplog.records if r.name == "edgekit.device.pipeline"]
+    assert failures.count("sink failing failed on a result record: bad value") == 5
+    assert failures.count("sink failing failed on a stats record: bad value") == 5
+
+
+def test_a_sink_error_ends_the_run(classifier_dir: Path, photos: list[Path]) -> None:
+    model = open_model(classifier_dir, threads=1)
+    pipeline = Pipeline(
+        model, Frames([cv2.imread(str(photos[0]))] * 3), [FailingSink(SinkError("disk full"))], Settings(camera="c")
+    )
+    with pytest.raises(SinkError, match="disk full"):
+        pipeline.run()
 
 
 def test_max_fps_paces_the_loop(classifier_dir: Path, photos: list[Path]) -> None:
