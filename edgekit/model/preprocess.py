@@ -49,7 +49,6 @@ class Geometry:
         return out
 
 
-@lru_cache(maxsize=32)
 def plan(
     source_size: tuple[int, int],
     model_size: tuple[int, int],
@@ -57,7 +56,7 @@ def plan(
     crop_fraction: float = 1.0,
     downscale: Downscale = "area",
 ) -> Geometry:
-    """Work out crop and placement for a frame size; cached because a camera's frame size rarely changes.
+    """Work out crop and placement for a frame size (a `Preparer` keeps the result for each size it meets).
 
     With the ``pyramid`` downscale, a crop that shrinks by 2x or more has its sides trimmed (centred, by fewer
     than ``2**n`` pixels) to multiples of ``2**n`` so that `prepare` can halve it ``n`` times exactly; the
