@@ -578,7 +578,10 @@ class Pipeline:
         """
         for sink in self._result_sinks:
             try:
-                (sink.publish_result if result else sink.publish_stats)(record)
+                if result:  # two calls, not one through a chosen bound method: this runs per frame and sink
+                    sink.publish_result(record)
+                else:
+                    sink.publish_stats(record)
             except (BrokenPipeError, SinkError):
                 raise
             except Exception as exc:  # one misbehaving sink must not take the camera down with it
