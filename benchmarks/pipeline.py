@@ -188,7 +188,8 @@ def tutorial_loop(model: DeviceModel, video: Path, sink: io.TextIOBase, limit: i
 
 
 class MemoryFrames:
-    """Frames already decoded, at the model size, in RGB: a camera that costs nothing (picamera2 at model size).
+    """Frames already decoded, in RGB, at the size whose centre crop is the model input: a camera that costs
+    nothing (picamera2 asked for that size), so preparing a frame is a plain copy of its crop.
 
     It notes when the loop asks for each frame (its capture time, which any camera source takes): in a steady
     loop the intervals are the per-frame times, measured without a sink added for the purpose.
