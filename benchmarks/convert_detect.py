@@ -22,7 +22,7 @@ from edgekit.convert.detect.demo import Recipe, trained_shape_detector  # noqa: 
 from edgekit.convert.detect.pipeline import DetectReport, convert_detector  # noqa: E402
 from edgekit.convert.detect.scenes import load_photos, make_scenes, write_eval_folder  # noqa: E402
 
-PHOTOS = REPO.parent / "shared" / "data" / "photos"
+PHOTOS = REPO / "tests" / "data" / "photos"
 CACHE = Path(os.environ.get("EDGEKIT_CACHE_DIR", REPO / ".edgekit-cache"))
 BENCH_RECIPE = Recipe(input_size=160, alpha=0.35, train_scenes=2000, steps=1500)
 EVAL_SCENES = 200

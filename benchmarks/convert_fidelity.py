@@ -1,9 +1,9 @@
 """Fidelity of int8 MobileNetV2 (torchvision ImageNet): the textbook recipe vs edgekit's, same data, one run.
 
 Split (disjoint by source picture):
-  calibration: 210 inputs from ../shared/data/photos (the 21 photos centre-cropped + 189 seeded random crops/flips);
+  calibration: 210 inputs from tests/data/photos (the 21 photos centre-cropped + 189 seeded random crops/flips);
   evaluation:  real photos that are NOT in the calibration folder - scikit-image's bundled photographs
-               (centre crop + 9 seeded random crops each) - plus the real video ../shared/data/video/Megamind.avi
+               (centre crop + 9 seeded random crops each) - plus the real video tests/data/video/Megamind.avi
                (every 2nd frame centre-cropped + 45 random crops of other frames).
 Targets (issue 3): confident (float p > 0.5) top-1 agreement >= 99%, overall >= 85%, top-5 containment >= 99.5%,
 size <= 0.3x float; conversion of MobileNetV2-224 with 300 calibration images < 120 s on 2 cores (run through the
@@ -28,7 +28,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data"
+DATA = REPO / "tests" / "data"
 print = functools.partial(print, flush=True)  # progress shows in a pipe too
 SKIMAGE_PHOTOS = (
     "astronaut",
@@ -58,7 +58,7 @@ def eval_images(size: tuple[int, int], preprocess: object) -> tuple[np.ndarray, 
         out.append(prepare(image, size, preprocess)[0].copy())  # type: ignore[arg-type]
         out += [prepare(random_crop(image, rng, 0.2), size, preprocess)[0].copy() for _ in range(9)]  # type: ignore[arg-type]
         groups += ["photos"] * 10
-    frames, _, _, _, _ = read_sources(SHARED / "video" / "Megamind.avi", max_frames=270)
+    frames, _, _, _, _ = read_sources(DATA / "video" / "Megamind.avi", max_frames=270)
     for frame in frames[::2]:
         out.append(prepare(frame, size, preprocess)[0].copy())  # type: ignore[arg-type]
         groups.append("video")
@@ -84,10 +84,10 @@ def main() -> int:
     zoo = load_builtin("mobilenet_v2", None, 224, "torchvision-imagenet")
     pre = zoo.preprocess
     size = (224, 224)
-    calib = load_calibration(SHARED / "photos", size, pre, num=210, seed=0)
+    calib = load_calibration(DATA / "photos", size, pre, num=210, seed=0)
     images, groups = eval_images(size, pre)
     print(
-        f"calibration: {len(calib)} inputs from {SHARED / 'photos'}; evaluation: {len(images)} inputs "
+        f"calibration: {len(calib)} inputs from {DATA / 'photos'}; evaluation: {len(images)} inputs "
         f"({groups.count('photos')} scikit-image photo crops, {groups.count('video')} Megamind frames/crops)"
     )
 
@@ -150,7 +150,7 @@ def main() -> int:
                 "--weights",
                 "torchvision-imagenet",
                 "--calib",
-                str(SHARED / "photos"),
+                str(DATA / "photos"),
                 "--num-calib",
                 "300",
                 "--out",

@@ -56,8 +56,8 @@ from edgekit.device.sources.base import Frame  # noqa: E402
 from edgekit.device.tasks.classify import get_classes  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgekit-bench"
-SHARED_VIDEO = REPO.parent / "shared" / "data" / "video" / "Megamind.avi"
-SHARED_PHOTOS = REPO.parent / "shared" / "data" / "photos"
+DATA_VIDEO = REPO / "tests" / "data" / "video" / "Megamind.avi"
+DATA_PHOTOS = REPO / "tests" / "data" / "photos"
 
 BUILD = """
 import os, sys, warnings
@@ -97,7 +97,7 @@ def build_model(downscale: str) -> Path:
     target = CACHE / f"mobilenet_v2_224_int8_{downscale}"
     if (target / "edgekit.json").is_file():
         return target
-    photos = sorted(str(p) for p in SHARED_PHOTOS.glob("*.jpg"))[:8] if SHARED_PHOTOS.is_dir() else []
+    photos = sorted(str(p) for p in DATA_PHOTOS.glob("*.jpg"))[:8] if DATA_PHOTOS.is_dir() else []
     print(f"building {target} with TensorFlow (once)...", flush=True)
     subprocess.run([sys.executable, "-c", BUILD, str(target), downscale, *photos], cwd=REPO, check=True)
     return target
@@ -314,13 +314,13 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=90, help="video frames per measurement (short: less drift)")
     parser.add_argument("--model", type=Path, help="converted model folder (default: build MobileNetV2 224)")
     parser.add_argument("--downscale", choices=["area", "pyramid"], default="pyramid", help="of the built model")
-    parser.add_argument("--video", type=Path, help=f"default: {SHARED_VIDEO.name} when present, else generated")
+    parser.add_argument("--video", type=Path, help=f"default: {DATA_VIDEO.name} when present, else generated")
     args = parser.parse_args()
 
     model_dir = args.model or build_model(args.downscale)
     tmp = CACHE / "work"
     tmp.mkdir(parents=True, exist_ok=True)
-    video = args.video or (SHARED_VIDEO if SHARED_VIDEO.is_file() else make_video(tmp / "bench.avi"))
+    video = args.video or (DATA_VIDEO if DATA_VIDEO.is_file() else make_video(tmp / "bench.avi"))
     model = open_model(model_dir)
     # The video pipeline runs as `edgekit run --source VIDEO` would: its streams and threads per stream.
     streams, threads = plan_streams(load_config(None, {"run.model": str(model_dir), "run.source": str(video)}))

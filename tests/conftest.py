@@ -7,21 +7,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """`../shared/data` beside the repository: real photos and a real video (see its NOTICE.md)."""
-    if not (SHARED_DATA / "photos").is_dir():
-        pytest.fail(f"test data missing: {SHARED_DATA} (CI lays ../shared beside the clone)")
-    return SHARED_DATA
+def data_dir() -> Path:
+    """`tests/data`: real photos, a real video and Coral's models, in the repository (see tests/data/NOTICE.md)."""
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def photos(shared_data: Path) -> list[Path]:
+def photos(data_dir: Path) -> list[Path]:
     """The real photographs, sorted by name."""
-    return sorted(p for p in (shared_data / "photos").iterdir() if p.suffix.lower() in {".jpg", ".png"})
+    return sorted(p for p in (data_dir / "photos").iterdir() if p.suffix.lower() in {".jpg", ".png"})
 
 
 @pytest.fixture(scope="session")

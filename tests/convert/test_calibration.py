@@ -31,8 +31,8 @@ def test_fewer_wanted_than_available_takes_an_even_spread(calib_dir: Path) -> No
     assert len(s) == 10 and s.augmented == 0 and len(set(s.origins)) == 10
 
 
-def test_video_frames_are_sampled_evenly(shared_data: Path) -> None:
-    s = load_calibration(shared_data / "video" / "Megamind.avi", (48, 48), PRE, num=12)
+def test_video_frames_are_sampled_evenly(data_dir: Path) -> None:
+    s = load_calibration(data_dir / "video" / "Megamind.avi", (48, 48), PRE, num=12)
     assert s.kind == "video" and len(s) == 12 and s.augmented == 0
     frames = [int(o.split("#")[1]) for o in s.origins]
     assert frames[0] == 0 and frames[-1] == 269

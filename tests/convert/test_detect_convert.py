@@ -20,13 +20,13 @@ TEST_RECIPE = Recipe(input_size=160, alpha=0.35, train_scenes=1000, steps=300)
 
 
 @pytest.fixture(scope="session")
-def shape_detector(shared_data: Path) -> Path:
-    return trained_shape_detector(shared_data / "photos", CACHE, TEST_RECIPE)
+def shape_detector(data_dir: Path) -> Path:
+    return trained_shape_detector(data_dir / "photos", CACHE, TEST_RECIPE)
 
 
 @pytest.fixture(scope="session")
-def scene_folders(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    photos = load_photos(shared_data / "photos")
+def scene_folders(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    photos = load_photos(data_dir / "photos")
     root = tmp_path_factory.mktemp("detect-scenes")
     # Seeds differ from training (seed + 1 = 1): calibration and evaluation scenes are unseen.
     calib = write_eval_folder(make_scenes(photos, 40, 160, seed=101), root / "calib")

@@ -14,8 +14,8 @@ from edgekit.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def backgrounds(shared_data: Path) -> list[np.ndarray]:
-    return load_photos(shared_data / "photos")
+def backgrounds(data_dir: Path) -> list[np.ndarray]:
+    return load_photos(data_dir / "photos")
 
 
 def test_scenes_are_deterministic_per_seed(backgrounds: list[np.ndarray]) -> None:

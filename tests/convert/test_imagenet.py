@@ -15,7 +15,7 @@ from edgekit.model.preprocess import prepare
 
 
 @pytest.mark.slow
-def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, shared_data: Path, photos: list[Path]) -> None:
+def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: Path, photos: list[Path]) -> None:
     import cv2
 
     from edgekit.convert.tfl import Runner
@@ -30,11 +30,11 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, shared_data
             "--weights",
             "torchvision-imagenet",
             "--calib",
-            str(shared_data / "photos"),
+            str(data_dir / "photos"),
             "--num-calib",
             "210",
             "--eval",
-            str(shared_data / "photos"),
+            str(data_dir / "photos"),
             "--out",
             str(out),
             "--json",

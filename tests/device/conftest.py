@@ -49,6 +49,6 @@ def ssd_model(model_root: Path, calibration_photos: list[Path]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def video(shared_data: Path) -> Path:
+def video(data_dir: Path) -> Path:
     """The real 270-frame 720x528 MJPEG video."""
-    return shared_data / "video" / "Megamind.avi"
+    return data_dir / "video" / "Megamind.avi"

@@ -52,10 +52,10 @@ def test_the_syscall_filter_really_refuses_privileged_calls() -> None:
 
 
 @needs_analyze
-def test_edgekit_run_works_under_the_units_seccomp_rules(service_model: Path, shared_data: Path) -> None:
+def test_edgekit_run_works_under_the_units_seccomp_rules(service_model: Path, data_dir: Path) -> None:
     """LiteRT with the XNNPACK delegate, OpenCV decoding a real video, numpy: no W+X page, no mprotect(EXEC),
     no system call outside @system-service minus @privileged and @resources, no other socket family."""
-    video = str(shared_data / "video" / "Megamind.avi")
+    video = str(data_dir / "video" / "Megamind.avi")
     argv = ["-m", "edgekit", "-v", "run", "--model", str(service_model), "--source", video]
     check = _sandboxed(*UNIT_RULES, argv=[*argv, "--validate-config"])  # the unit's ExecStartPre (forks a probe)
     assert check.returncode == 0, check.stderr

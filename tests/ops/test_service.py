@@ -45,9 +45,9 @@ def _exposure(path: Path) -> float:
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, service_model: Path, shared_data: Path) -> Path:
+def config_file(tmp_path: Path, service_model: Path, data_dir: Path) -> Path:
     path = tmp_path / "porch.toml"
-    video = shared_data / "video" / "Megamind.avi"
+    video = data_dir / "video" / "Megamind.avi"
     path.write_text(f'# the porch camera\n[run]\nmodel = "{service_model}"\nsource = "{video}"\ntop_k = 2\n')
     return path
 

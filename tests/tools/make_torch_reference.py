@@ -12,7 +12,7 @@ tests compare against. Run it from the repository root in a throwaway venv OUTSI
 
 It writes, under tests/data/:
   torchvision_mobilenet_v2_reference.npz  torchvision's mobilenet_v2 with the real ImageNet checkpoint
-      (mobilenet_v2-b0353104.pth) on every photo in ../shared/data/photos: softmax (float32), logits, and the
+      (mobilenet_v2-b0353104.pth) on every photo in tests/data/photos: softmax (float32), logits, and the
       sha256 of each photo's uint8 crop and float32 input tensor. The inputs come from
       tests/tools/reference_inputs.py (OpenCV, no torch), so the tests rebuild them bit for bit.
   torchvision_random_reference.npz  for architectures with no offline checkpoint (MobileNetV3) and for an
@@ -47,7 +47,7 @@ from tests.tools.reference_inputs import (  # noqa: E402  (needs the repo on sys
 )
 
 DATA = REPO / "tests" / "data"
-PHOTOS = REPO.parent / "shared" / "data" / "photos"
+PHOTOS = REPO / "tests" / "data" / "photos"
 
 # (arch, width, input size, seed). Even sizes are where TF "same" padding (asymmetric at stride 2) and
 # PyTorch's symmetric padding part; the odd V2 size checks the output-size arithmetic.
