@@ -101,7 +101,6 @@ RULES: dict[str, Rule] = {
             "ResizeBilinear/ResizeNearestNeighbor: depending on sizes the compiler keeps it on the CPU to "
             "avoid loss of precision (align_corners=True resizes do not map)",
         ),
-
         Rule("reshape", "Reshape: certain reshapes of large tensors might not be mapped"),
     )
 }
@@ -195,7 +194,7 @@ class Preflight:
 
     @property
     def compiles(self) -> bool:
-        """False when the compiler is predicted to refuse the whole model (op versions it cannot parse, dynamic sizes)."""
+        """False when the compiler is predicted to refuse the model (op versions it cannot parse, dynamic sizes)."""
         return not self.fatal
 
     @property
