@@ -25,7 +25,7 @@ The prediction is a pure function of the parsed model; the compiler, when presen
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -592,12 +592,23 @@ def compiled_partition(model: Model | str | Path) -> CompiledPartition:
     )
 
 
-def partition_differences(predicted: Preflight, compiled: CompiledPartition) -> tuple[str, ...]:
+def partition_differences(predicted: Preflight, compiled: CompiledPartition | Mapping[str, int]) -> tuple[str, ...]:
     """Where the preflight and the compiler's real partition disagree, per op name (empty when they agree).
 
     Any difference is a bug in the preflight's rules: the compiler has the last word.
+
+    Args:
+        predicted: the preflight of the model that was compiled.
+        compiled: the compiled model's partition, or the compiler log's CPU ops (op name -> count; the log
+            calls every custom op ``CUSTOM``).
     """
-    want, got = cpu_histogram(predicted), compiled.cpu_histogram
+    want = cpu_histogram(predicted)
+    got = dict(compiled.cpu_histogram if isinstance(compiled, CompiledPartition) else compiled)
+    if "CUSTOM" in got:
+        custom = Counter(v.op for v in predicted.ops if not v.maps and v.op not in BUILTIN_OPS)
+        for name in custom:
+            want.pop(name)
+        want["CUSTOM"] = sum(custom.values())
     return tuple(
         f"{name}: preflight {want.get(name, 0)} on the CPU, edgetpu_compiler {got.get(name, 0)}"
         for name in sorted(set(want) | set(got))
