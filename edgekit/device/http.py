@@ -167,11 +167,11 @@ class Preview:
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
 
     def edgetpu_state(self) -> str:
-        """``none`` (CPU model), ``edgetpu``, or what the model reports (``cpu-fallback`` after a lost TPU)."""
+        """``none`` (CPU model), ``edgetpu``, or ``cpu-fallback`` (the model's ``device_state``: on the CPU)."""
         if not self._device.startswith("edgetpu"):
             return "none"
         model = self._pipeline.model if self._pipeline else None
-        return str(getattr(model, "edgetpu_state", "edgetpu"))
+        return "cpu-fallback" if model is not None and model.device_state.get("active") == "cpu" else "edgetpu"
 
     def sink_counters(self) -> dict[str, dict[str, int | float]]:
         """Each data sink's counters, read now."""

@@ -356,3 +356,48 @@ def test_stats_report_the_cpu_fallback(classifier_dir: Path, video: Path, tmp_pa
     stats = [r for r in records if r["type"] == "stats"]
     assert stats and stats[-1]["device"]["active"] == "cpu" and stats[-1]["device"]["device"] == "edgetpu:usb:0"
     assert "libedgetpu.so.1 is not installed" in stats[-1]["device"]["fallback_reason"]
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_preview_and_metrics_show_the_cpu_fallback(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
+    """After a fallback to the CPU, /api/status and edgekit_edgetpu_state say cpu-fallback, not edgetpu."""
+    import json
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from edgekit.device import daemon
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    started: list[Any] = []
+    overrides = {
+        "run.model": str(_linked_folder(classifier_dir, tmp_path)),
+        "run.source": str(video),
+        "run.sinks": ["file:" + str(tmp_path / "out.jsonl")],
+        "run.device": "edgetpu",
+        "run.fallback": "cpu",
+        "run.max_fps": 15.0,
+        "run.stats_interval": 0.0,
+        "http.listen": f"127.0.0.1:{port}",
+    }
+    thread = threading.Thread(target=daemon.serve, args=(None, overrides, started.append), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started, "the pipeline did not start"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
+            status = json.loads(response.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+    finally:
+        if started:
+            started[-1].stop()
+        thread.join(timeout=15)
+    assert status["device"] == "edgetpu" and status["edgetpu"] == "cpu-fallback"
+    assert 'edgekit_edgetpu_state{state="cpu-fallback"} 1.0' in metrics
+    assert 'edgekit_edgetpu_state{state="edgetpu"} 0.0' in metrics
