@@ -45,7 +45,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgekit.config import Config, load_config  # noqa: E402
 from edgekit.device import sources  # noqa: E402
 from edgekit.device.daemon import plan_streams  # noqa: E402
 from edgekit.device.model import DeviceModel, open_model  # noqa: E402
@@ -54,6 +53,7 @@ from edgekit.device.sinks import jsonl  # noqa: E402
 from edgekit.device.sinks.stdout import StdoutSink  # noqa: E402
 from edgekit.device.sources.base import Frame  # noqa: E402
 from edgekit.device.tasks.classify import get_classes  # noqa: E402
+from edgekit.plan import load_plan, parse_source  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgekit-bench"
 DATA_VIDEO = REPO / "tests" / "data" / "video" / "Megamind.avi"
@@ -323,7 +323,7 @@ def main() -> int:
     video = args.video or (DATA_VIDEO if DATA_VIDEO.is_file() else make_video(tmp / "bench.avi"))
     model = open_model(model_dir)
     # The video pipeline runs as `edgekit run --source VIDEO` would: its streams and threads per stream.
-    streams, threads = plan_streams(load_config(None, {"run.model": str(model_dir), "run.source": str(video)}))
+    streams, threads = plan_streams(load_plan(None, {"run.model": str(model_dir), "run.source": str(video)}))
     stream_models = [open_model(model_dir, "cpu", threads, probe=False) for _ in range(streams)]
     h, w = model.input_size
     cap = cv2.VideoCapture(str(video))
@@ -355,7 +355,7 @@ def main() -> int:
         n = min(args.chunk, frames)
         decode = bare_decode(video, (w, h), n)
         invoke = bare_invoke(model, n)
-        piped, latency = pipeline_frames(stream_models, lambda: sources.create(str(video), Config()), devnull, n)
+        piped, latency = pipeline_frames(stream_models, lambda: sources.create(parse_source(str(video))), devnull, n)
         # The in-memory comparison is the one most sensitive to other processes (a 5 % margin): interleaved
         # finely, 30 frames of bare loop then 30 through the pipeline, over the whole video.
         chunk_ratios, memory_times, floor_ratios = [], [], []

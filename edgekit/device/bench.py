@@ -111,8 +111,9 @@ def bench(
     """
     from edgekit.config import Config, RunConfig
     from edgekit.device import runtime
-    from edgekit.device.daemon import check_values, plan_streams
+    from edgekit.device.daemon import plan_streams
     from edgekit.device.sources.opencv import VideoFile
+    from edgekit.plan import build_plan
 
     loaded = open_model(model, device, threads)
     used_threads = threads or runtime.default_threads()
@@ -120,8 +121,7 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         path = Path(video) if video else make_video(Path(tmp) / "bench.avi", frames)
         config = Config(run=RunConfig(source=str(path), device=device, threads=threads, streams=streams))
-        check_values(config, "edgekit bench")
-        n, per_stream = plan_streams(config)
+        n, per_stream = plan_streams(build_plan(config, "edgekit bench"))
         models = [loaded] if n == 1 else [open_model(model, device, per_stream, probe=False) for _ in range(n)]
         source = VideoFile(str(path))
         settings = Settings(camera="bench", top_k=3, stats_interval=0)

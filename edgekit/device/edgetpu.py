@@ -1,6 +1,6 @@
 """Coral Edge TPU on the device: find accelerators, load the ``libedgetpu`` delegate, fall back to the CPU.
 
-Device strings (parsed by `edgekit.device.runtime.parse_device`) map onto the delegate's ``device`` option as
+Device strings (parsed by `edgekit.plan.parse_device`) map onto the delegate's ``device`` option as
 Coral documents it for ``load_delegate`` / pycoral's ``make_interpreter``::
 
     edgetpu          -> {}                   the first Edge TPU found, any bus
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgekit.errors import DeviceError, ModelError
+from edgekit.plan import DeviceSpec, parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def library_name(system: str | None = None) -> str:
     return LIBRARIES.get(system or platform.system(), LIBRARIES["Linux"])
 
 
-def delegate_options(device: str) -> dict[str, str]:
+def delegate_options(device: DeviceSpec | str) -> dict[str, str]:
     """The ``load_delegate`` options for an edgekit device string.
 
     Args:
@@ -73,9 +74,7 @@ def delegate_options(device: str) -> dict[str, str]:
     Raises:
         InputError: not an Edge TPU device string.
     """
-    from edgekit.device.runtime import parse_device
-
-    spec = parse_device(device)
+    spec = device if isinstance(device, DeviceSpec) else parse_device(device)
     if not spec.is_edgetpu:
         from edgekit.errors import InputError
 
@@ -250,7 +249,7 @@ def check_runtime(model_path: str | Path, installed: int | None) -> str | None:
 # --- the delegate ------------------------------------------------------------------------------------------
 
 
-def load_edgetpu_delegate(device: str = "edgetpu", library: str | None = None) -> Any:
+def load_edgetpu_delegate(device: DeviceSpec | str = "edgetpu", library: str | None = None) -> Any:
     """Load the Edge TPU delegate for ``device`` through the runtime module.
 
     Args:

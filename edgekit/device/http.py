@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.config import HttpConfig, read_secret
 from edgekit.errors import ConfigError, MissingExtra
+from edgekit.plan import DeviceSpec, HttpSpec
 
 if TYPE_CHECKING:
     from edgekit.device.pipeline import Pipeline
@@ -41,20 +41,6 @@ _BOUNDARY = "edgekit-frame"
 _LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
-def parse_listen(value: str, where: str = "config") -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` (loopback) -> (host, port).
-
-    Raises:
-        ConfigError: not an address with a port in 0..65535.
-    """
-    text = value.strip()
-    host, _, port_text = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"{where}: key 'http.listen' must be HOST:PORT or PORT (e.g. 127.0.0.1:8080), got {value!r}")
-    return host, int(port_text)
-
-
 def is_loopback(host: str) -> bool:
     """True when ``host`` only accepts connections from this machine."""
     if host in _LOOPBACK_NAMES:
@@ -63,22 +49,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def check_config(http: HttpConfig, where: str = "config") -> None:
-    """Range checks for the [http] section (the listen address, fps, JPEG quality).
-
-    Raises:
-        ConfigError: a value is out of range; the message names the key.
-    """
-    if http.listen:
-        parse_listen(http.listen, where)
-    if not 0 < http.fps <= 60:
-        raise ConfigError(f"{where}: key 'http.fps' must be above 0 and at most 60, got {http.fps!r}")
-    if not 1 <= http.jpeg_quality <= 100:
-        raise ConfigError(f"{where}: key 'http.jpeg_quality' must be 1..100, got {http.jpeg_quality!r}")
-    if not http.user or ":" in http.user:
-        raise ConfigError(f"{where}: key 'http.user' must be a non-empty name without ':', got {http.user!r}")
 
 
 class Preview:
@@ -103,7 +73,7 @@ class Preview:
         self._inference: deque[float] = deque(maxlen=1024)
         # Written by the daemon between runs.
         self._pipeline: Pipeline | None = None
-        self._device = "cpu"
+        self._device = DeviceSpec("cpu")
         self._dropped_before = 0
         self._reopens_before = 0
         # Shared by the handlers.
@@ -127,7 +97,7 @@ class Preview:
 
     # --- the daemon's side ----------------------------------------------------------------------------------
 
-    def attach(self, pipeline: Pipeline, device: str) -> None:
+    def attach(self, pipeline: Pipeline, device: DeviceSpec) -> None:
         """Follow a new pipeline (at start and after each SIGHUP reload); counters keep counting across them."""
         old = self._pipeline
         if old is not None:
@@ -168,7 +138,7 @@ class Preview:
 
     def edgetpu_state(self) -> str:
         """``none`` (CPU model), ``edgetpu``, or ``cpu-fallback`` (the model's ``device_state``: on the CPU)."""
-        if not self._device.startswith("edgetpu"):
+        if not self._device.is_edgetpu:
             return "none"
         model = self._pipeline.model if self._pipeline else None
         return "cpu-fallback" if model is not None and model.device_state.get("active") == "cpu" else "edgetpu"
@@ -206,7 +176,7 @@ class Preview:
             }
             if model
             else None,
-            "device": self._device,
+            "device": str(self._device),
             "edgetpu": self.edgetpu_state(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "frames": self.frames,
@@ -388,7 +358,7 @@ class _Collector:
                     status_pipeline.model.name,
                     status_pipeline.model.task,
                     status_pipeline.source.name,
-                    p._device,
+                    str(p._device),
                 ],
                 1.0,
             )
@@ -560,27 +530,24 @@ class _Handler(BaseHTTPRequestHandler):
                 preview.viewers -= 1
 
 
-def start(http: HttpConfig, where: str = "config") -> tuple[Preview, PreviewServer]:
-    """Bind the preview server of an ``[http]`` section and start serving on a background thread.
+def start(spec: HttpSpec, where: str = "config") -> tuple[Preview, PreviewServer]:
+    """Bind the preview server of the run plan and start serving on a background thread.
 
     Args:
-        http: the section (``listen`` must be set).
-        where: the config file name, for messages.
+        spec: the plan's ``[http]`` (address, limits, password: checked by `edgekit.plan.build_plan`).
+        where: the config file name, for the one error only binding can find (the port is in use).
 
     Returns:
         The preview (hand it to the pipeline as a tap) and the running server (close it at the end).
 
     Raises:
-        ConfigError: a bad address, a port in use, or an unreadable password file.
-        MissingExtra: prometheus-client is not installed.
+        ConfigError: the port is in use. MissingExtra: prometheus-client is not installed.
     """
-    check_config(http, where)
-    host, port = parse_listen(http.listen, where)
+    host, port, password = spec.host, spec.port, spec.password
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
         raise MissingExtra("the preview server (--http)", "device", "pip install 'edgekit[device]'") from None
-    password = read_secret("http_password", http.password_file or None, what="http password")
     if not is_loopback(host) and password is None:
         logger.warning(
             "preview on %s:%d without a password: anyone on the network can watch this camera; set "
@@ -588,12 +555,12 @@ def start(http: HttpConfig, where: str = "config") -> tuple[Preview, PreviewServ
             host,
             port,
         )
-    preview = Preview(http.fps, http.jpeg_quality)
+    preview = Preview(spec.fps, spec.jpeg_quality)
     try:
-        server = PreviewServer((host, port), preview, http.user, password)
+        server = PreviewServer((host, port), preview, spec.user, password)
     except OSError as exc:
         raise ConfigError(
-            f"{where}: key 'http.listen': cannot listen on {http.listen} ({exc.strerror}); pick another address or port"
+            f"{where}: key 'http.listen': cannot listen on {spec.listen} ({exc.strerror}); pick another address or port"
         ) from None
     server.start()
     logger.info("preview on %s", server.url)

@@ -103,7 +103,7 @@ def test_edgetpu_goes_through_the_edgetpu_module(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "edgekit.device.edgetpu", fake)
     with pytest.raises(DeviceError, match="no Edge TPU found for edgetpu:usb:1"):
         runtime.make_interpreter(classifier_dir / "model.tflite", "usb:1")
-    assert asked == ["edgetpu:usb:1"]
+    assert [str(d) for d in asked] == ["edgetpu:usb:1"]  # the plan's DeviceSpec, parsed once
     # --fallback cpu: the same failure runs on the CPU instead.
     interpreter = runtime.make_interpreter(classifier_dir / "model.tflite", "edgetpu", fallback_cpu=True)
     interpreter.invoke()

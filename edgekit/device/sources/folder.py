@@ -10,13 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.config import Config
 from edgekit.device.sources.base import Frame
 from edgekit.errors import SourceError
+from edgekit.plan import IMAGE_SUFFIXES, SourceSpec
 
 logger = logging.getLogger(__name__)
-
-SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class ImageFolder:
@@ -29,9 +27,9 @@ class ImageFolder:
         self.dropped = 0
         self._cv2 = cv2
         root = Path(path)
-        files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in SUFFIXES)
+        files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise SourceError(f"{path}: no images here ({', '.join(sorted(SUFFIXES))})")
+            raise SourceError(f"{path}: no images here ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.files = files
         self._closed = False
         self.ordered = True
@@ -57,6 +55,6 @@ class ImageFolder:
         self._closed = True
 
 
-def create(spec: str, config: Config, **hints: Any) -> ImageFolder:
+def create(spec: SourceSpec, **hints: Any) -> ImageFolder:
     """A folder of images, or a single image file."""
-    return ImageFolder(spec)
+    return ImageFolder(spec.target)
