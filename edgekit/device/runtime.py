@@ -249,6 +249,10 @@ def make_interpreter(
             raise DeviceError(f"--device {spec}: this edgekit was built without Edge TPU support") from None
 
         try:
+            # Before the delegate loads: a model compiled for a newer runtime would fail inside it, unexplained.
+            mismatch = edgetpu.check_runtime(path, edgetpu.parse_runtime_version(edgetpu.runtime_version()))
+            if mismatch:
+                raise DeviceError(mismatch)
             delegate = edgetpu.load_edgetpu_delegate(spec)
         except DeviceError as exc:
             if not fallback_cpu:
