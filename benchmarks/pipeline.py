@@ -51,7 +51,7 @@ from edgekit.device.model import DeviceModel, open_model  # noqa: E402
 from edgekit.device.pipeline import Pipeline, Settings, Stats  # noqa: E402
 from edgekit.device.sinks import jsonl  # noqa: E402
 from edgekit.device.sinks.stdout import StdoutSink  # noqa: E402
-from edgekit.device.sources.base import Frame  # noqa: E402
+from edgekit.device.sources.base import Frame, SourceBase  # noqa: E402
 from edgekit.device.tasks.classify import get_classes  # noqa: E402
 from edgekit.plan import load_plan, parse_source  # noqa: E402
 
@@ -187,7 +187,7 @@ def tutorial_loop(model: DeviceModel, video: Path, sink: io.TextIOBase, limit: i
     return _per_frame(ticks)
 
 
-class MemoryFrames:
+class MemoryFrames(SourceBase):
     """Frames already decoded, in RGB, at the size whose centre crop is the model input: a camera that costs
     nothing (picamera2 asked for that size), so preparing a frame is a plain copy of its crop.
 
@@ -196,7 +196,6 @@ class MemoryFrames:
     """
 
     name = "memory"
-    dropped = 0
 
     def __init__(self, images: list[np.ndarray]) -> None:
         self.images = images

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from edgekit.device.backoff import Backoff
 from edgekit.errors import DeviceError
 from edgekit.plan import DeviceSpec, parse_device
 
@@ -331,12 +332,11 @@ class TpuWatcher:
         # Only a device that was not there at the start counts: one that is present but unusable (busy, no
         # runtime) would otherwise trigger a reload, fail again and loop.
         baseline = self._list()
-        interval = self._first
-        while not self._stop.wait(interval):
+        backoff = Backoff(self._first, self._max)
+        while not self._stop.wait(backoff.next()):
             self.checks += 1
             new = self._list() - baseline
             if new:
                 logger.warning("an Edge TPU appeared (%s): re-attaching", sorted(new)[0])
                 self._on_found()
                 return
-            interval = min(interval * 2, self._max)

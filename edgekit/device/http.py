@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.device.pipeline import percentiles
 from edgekit.errors import ConfigError, MissingExtra
 from edgekit.plan import DeviceSpec, HttpSpec
 
@@ -160,8 +161,7 @@ class Preview:
         """What /api/status returns: the newest result and the numbers the page shows."""
         pipeline = self._pipeline
         latest = self._latest
-        inference = np.fromiter(tuple(self._inference), np.float64)
-        p50, p95 = (round(float(v), 2) for v in np.percentile(inference, [50, 95])) if inference.size else (None, None)
+        p50, p95 = percentiles(tuple(self._inference)) or (None, None)
         model = pipeline.model if pipeline else None
         return {
             "camera": pipeline.settings.camera if pipeline else None,
@@ -202,11 +202,11 @@ class Preview:
 
 
 def _dropped(pipeline: Pipeline) -> int:
-    return int(getattr(pipeline.source, "dropped", 0) or 0)
+    return pipeline.source.dropped
 
 
 def _reopens(pipeline: Pipeline) -> int:
-    return int(getattr(pipeline.source, "reopens", 0) or 0)
+    return pipeline.source.reopens
 
 
 # --- drawing --------------------------------------------------------------------------------------------------

@@ -133,12 +133,21 @@ class Stats:
         return record
 
 
-def _percentiles(values: Iterable[float]) -> dict[str, float | None]:
-    data = np.fromiter(values, dtype=np.float64)
+def percentiles(values: Iterable[float], ndigits: int | None = 2) -> tuple[float, float] | None:
+    """The median and 95th percentile of ``values`` (rounded to ``ndigits``), or None when there are none.
+
+    The one percentile helper: stats records, the preview's status and `edgekit bench` all use it.
+    """
+    data = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.float64)
     if data.size == 0:
-        return {"p50": None, "p95": None}
-    p50, p95 = np.percentile(data, [50, 95])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+        return None
+    p50, p95 = (float(v) for v in np.percentile(data, [50, 95]))
+    return (p50, p95) if ndigits is None else (round(p50, ndigits), round(p95, ndigits))
+
+
+def _percentiles(values: Iterable[float]) -> dict[str, float | None]:
+    p50, p95 = percentiles(values) or (None, None)
+    return {"p50": p50, "p95": p95}
 
 
 _END = object()
@@ -262,8 +271,7 @@ class ParallelStreams:
     ) -> None:
         # The workers take turns at the source, so each decodes the frame it takes: a read-ahead thread (a video
         # file's usual way) would add nothing but a hand-over per frame.
-        unbuffered = getattr(source, "unbuffered", None)
-        self._frames = unbuffered() if unbuffered is not None else iter(source)
+        self._frames = source.unbuffered() or iter(source)
         self._postprocess = postprocess
         self._pipeline_stop = stop
         self._limit = limit
@@ -415,9 +423,8 @@ class Pipeline:
         """
         self.stop_reason = reason
         self._stop.set()
-        wake = getattr(self.source, "interrupt", None) if interrupt else None
-        if wake is not None:
-            wake()
+        if interrupt:
+            self.source.interrupt()
 
     @property
     def stopping(self) -> bool:
@@ -517,7 +524,7 @@ class Pipeline:
         return False
 
     def _use_prefetch(self) -> bool:
-        return bool(getattr(self.source, "ordered", False)) and self.settings.max_fps <= 0
+        return self.source.ordered and self.settings.max_fps <= 0
 
     def _emit(self, result: Inferred) -> None:
         """Publish one inferred frame: the record to the sinks and observers, the frame to the taps, stats."""
@@ -590,7 +597,7 @@ class Pipeline:
     def publish_stats(self) -> None:
         """Send a stats record to every sink and observer now."""
         counters = {s.name: s.counters() for s in self.data_sinks}
-        record = self.stats.report(self.settings.camera, int(getattr(self.source, "dropped", 0)), counters)
+        record = self.stats.report(self.settings.camera, self.source.dropped, counters)
         if self.model.device_state:
             record["device"] = dict(self.model.device_state)
         self._send(record, result=False)

@@ -17,7 +17,7 @@ from edgekit.device import sources
 from edgekit.device.model import open_model
 from edgekit.device.pipeline import ChangeFilter, Pipeline, Settings
 from edgekit.device.sinks.stdout import StdoutSink
-from edgekit.device.sources.base import Frame
+from edgekit.device.sources.base import Frame, SourceBase
 from edgekit.errors import InputError, ModelError, SinkError
 from edgekit.plan import parse_source
 
@@ -44,11 +44,10 @@ class ListSink:
         self.closed = True
 
 
-class Frames:
+class Frames(SourceBase):
     """An in-memory source."""
 
     name = "memory"
-    dropped = 0
 
     def __init__(self, images: list[np.ndarray]) -> None:
         self.images = images
