@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -21,6 +22,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -199,6 +201,12 @@ class Preview:
             total += c
             cumulative.append(total)
         return cumulative, self._latency_sum_ms
+
+
+@functools.cache
+def _page_html() -> bytes:
+    """The preview page (HTML, CSS and JS in one file), shipped as package data beside this module."""
+    return (resources.files("edgekit.device") / "web" / "preview.html").read_bytes()
 
 
 def _dropped(pipeline: Pipeline) -> int:
@@ -477,7 +485,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _page(self) -> None:
-        self._send(200, "text/html; charset=utf-8", PAGE.encode())
+        self._send(200, "text/html; charset=utf-8", _page_html())
 
     def _status(self) -> None:
         body = json.dumps(self.server.preview.status(), separators=(",", ":")).encode()
@@ -565,124 +573,3 @@ def start(spec: HttpSpec, where: str = "config") -> tuple[Preview, PreviewServer
     server.start()
     logger.info("preview on %s", server.url)
     return preview, server
-
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>edgekit preview</title>
-<style>
-  :root { color-scheme: dark; font-family: system-ui, sans-serif; }
-  body { margin: 0; background: #111; color: #eee; }
-  header { padding: .6rem 1rem; background: #1c1c1c; display: flex; gap: 1rem; align-items: baseline; }
-  header h1 { font-size: 1.1rem; margin: 0; }
-  #state { font-size: .85rem; color: #8c8; }
-  #state.off { color: #e66; }
-  main { display: flex; flex-wrap: wrap; gap: 1rem; padding: 1rem; }
-  #view { flex: 3 1 480px; }
-  #view img { width: 100%; height: auto; background: #000; display: block; min-height: 200px; }
-  aside { flex: 1 1 260px; }
-  table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-  td { padding: .2rem .4rem; border-bottom: 1px solid #2a2a2a; vertical-align: top; }
-  td:first-child { color: #999; white-space: nowrap; }
-  #labels { list-style: none; padding: 0; margin: 0 0 1rem; font-size: 1.05rem; }
-  #labels li { display: flex; justify-content: space-between; padding: .25rem 0; }
-  #labels .bar { height: 3px; background: #4a8; margin-top: 2px; }
-  .muted { color: #777; }
-</style>
-</head>
-<body>
-<header><h1>edgekit</h1><span id="camera" class="muted"></span><span id="state">connecting</span></header>
-<main>
-  <section id="view"><img id="stream" src="stream.mjpg" alt="live stream"></section>
-  <aside>
-    <h2 id="task">Results</h2>
-    <ul id="labels"><li class="muted">waiting for the first frame</li></ul>
-    <table>
-      <tr><td>frame</td><td id="frame">-</td></tr>
-      <tr><td>fps</td><td id="fps">-</td></tr>
-      <tr><td>inference p50 / p95</td><td id="inference">-</td></tr>
-      <tr><td>dropped frames</td><td id="dropped">-</td></tr>
-      <tr><td>source</td><td id="source">-</td></tr>
-      <tr><td>model</td><td id="model">-</td></tr>
-      <tr><td>device</td><td id="device">-</td></tr>
-      <tr><td>sinks</td><td id="sinks">-</td></tr>
-      <tr><td>uptime</td><td id="uptime">-</td></tr>
-    </table>
-  </aside>
-</main>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const ms = (v) => (v === null || v === undefined) ? "-" : v.toFixed(1) + " ms";
-
-function showResults(result) {
-  const list = $("labels");
-  list.replaceChildren();
-  if (!result) {
-    const li = document.createElement("li");
-    li.className = "muted";
-    li.textContent = "waiting for the first frame";
-    list.append(li);
-    return;
-  }
-  const items = result.classes || result.detections || [];
-  $("task").textContent = result.task === "detect" ? "Detections (" + items.length + ")" : "Top classes";
-  if (items.length === 0) {
-    const li = document.createElement("li");
-    li.className = "muted";
-    li.textContent = result.task === "detect" ? "nothing detected" : "nothing above the threshold";
-    list.append(li);
-  }
-  for (const item of items) {
-    const li = document.createElement("li");
-    li.className = "label";
-    const text = document.createElement("div");
-    text.style.flex = "1";
-    text.textContent = item.label;
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.style.width = Math.round(item.score * 100) + "%";
-    text.append(bar);
-    const score = document.createElement("span");
-    score.textContent = " " + (item.score * 100).toFixed(1) + "%";
-    li.append(text, score);
-    list.append(li);
-  }
-  $("frame").textContent = result.frame + " (#" + result.seq + ")";
-}
-
-async function refresh() {
-  try {
-    const response = await fetch("api/status", {cache: "no-store"});
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    const s = await response.json();
-    $("state").textContent = "live";
-    $("state").className = "";
-    $("camera").textContent = s.camera || "";
-    showResults(s.result);
-    $("fps").textContent = s.fps.toFixed(1) + " (stream " + s.stream_fps + ")";
-    $("inference").textContent = ms(s.inference_ms.p50) + " / " + ms(s.inference_ms.p95);
-    $("dropped").textContent = String(s.dropped) + (s.reopens ? ", " + s.reopens + " reopens" : "");
-    $("source").textContent = s.source || "-";
-    $("model").textContent = s.model ? s.model.name + " (" + s.model.task + ", " + s.model.input.join("x") + " "
-      + s.model.input_type + ", " + s.model.file + ")" : "-";
-    $("device").textContent = s.device + (s.edgetpu !== "none" ? " [" + s.edgetpu + "]" : "");
-    $("sinks").textContent = Object.entries(s.sinks).map(([name, c]) =>
-      name + ": " + Object.entries(c).map(([k, v]) => k + " " + v).join(", ")).join("; ") || "-";
-    $("uptime").textContent = Math.round(s.uptime_s) + " s";
-  } catch (err) {
-    $("state").textContent = "offline";
-    $("state").className = "off";
-  }
-}
-
-refresh();
-setInterval(refresh, 1000);
-</script>
-</body>
-</html>
-"""
