@@ -1,4 +1,9 @@
-"""The frame loop: source -> preprocess into the input tensor -> invoke -> postprocess -> sinks, plus stats."""
+"""The frame loop: source -> preprocess into the input tensor -> invoke -> postprocess -> sinks, plus stats.
+
+Cold caches: everything after `invoke()` runs once the interpreter has pushed Python's code and data out of
+the CPU caches, where each distinct call costs microseconds, not the nanoseconds a warm microbenchmark shows.
+That is why the per-frame code keeps few, plain calls (the one note on it; `benchmarks/pipeline.py` measures it).
+"""
 
 from __future__ import annotations
 
@@ -605,7 +610,7 @@ class Pipeline:
 
 def _ms(seconds: float) -> float:
     """A duration (>= 0) in milliseconds to 0.01: what round(x, 2) gives, without its slow exact decimal rounding
-    (this runs for every frame, right after invoke(), when everything is out of the CPU caches)."""
+    (per frame, with cold caches: see the module docstring)."""
     return int(seconds * 100_000 + 0.5) / 100
 
 

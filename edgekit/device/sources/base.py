@@ -14,7 +14,7 @@ class Frame(NamedTuple):
     ``image`` is (H, W, 3) uint8 in ``color`` order: OpenCV sources deliver BGR and the preprocessing swaps
     channels after resizing (cheaper than converting the full frame). A named tuple rather than a frozen
     dataclass: one is made per frame, and a frozen dataclass sets each field through ``object.__setattr__``
-    (3x the time, a few microseconds a frame once `invoke()` has pushed that code out of the CPU caches).
+    (3x the time, a few microseconds a frame with cold caches: `edgekit.device.pipeline`).
     """
 
     image: np.ndarray
