@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import re
 import socket
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgekit.config import Config, MqttConfig, load_config, read_secret
 from edgekit.errors import ConfigError, EdgekitError, InputError, SourceError
+
+if TYPE_CHECKING:
+    import ssl  # imported when an mqtts:// sink needs it: loading libssl costs a Pi about 5 MB
 
 # The one list of picture suffixes (calibration folders and `edgekit run` folders alike); OpenCV reads them all.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -309,6 +311,8 @@ def mqtt_spec(spec: str, config: Config) -> MqttSpec:
 
 
 def _tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
+    import ssl
+
     try:
         context = ssl.create_default_context(cafile=mqtt.ca_file or None)
     except (OSError, ssl.SSLError) as exc:
