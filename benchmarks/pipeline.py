@@ -373,7 +373,7 @@ def print_footprint(rss: dict[str, float]) -> None:
     print(f"where the {rest:.1f} MB above bare go:")
     print(f"{'  imports (edgekit + its deps, beyond bare)':44} {rss['imports']:10.1f}")
     print(f"{'  per-stream interpreters (default - 1 stream)':44} {rss['streams']:10.1f}")
-    print(f"{'  frame queue (read-ahead, one stream)':44} {rss['frame_queue']:10.1f}")
+    print(f"{'  frame queue (read-ahead; --streams 1 only)':44} {rss['frame_queue']:10.1f}")
     print(f"{'  forked model check (a child process)':44} {rss['probe']:10.1f}")
     other = rest - rss["imports"] - rss["streams"]
     print(f"{'  the rest (buffers, threads, allocator)':44} {other:10.1f}")
