@@ -18,6 +18,7 @@ from edgekit.model.labels import LabelFile, align_labels, read_label_file
 from edgekit.model.manifest import Manifest, Preprocess, find_model
 from edgekit.model.preprocess import ColorOrder, Geometry, Preparer
 from edgekit.model.task import guess_task
+from edgekit.plan import DeviceSpec, parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def _choose_task(task: str, manifest: Manifest | None, outputs: Mapping[str, Out
     return found
 
 
-def resolve_model(model: str | Path, device: str = "cpu") -> tuple[Path, Manifest | None]:
+def resolve_model(model: str | Path, device: DeviceSpec | str = "cpu") -> tuple[Path, Manifest | None]:
     """Find the .tflite to run and its manifest, if any.
 
     Args:
@@ -285,11 +286,20 @@ def resolve_model(model: str | Path, device: str = "cpu") -> tuple[Path, Manifes
     """
     if not str(model):
         raise InputError("no model given; pass --model DIR_OR_TFLITE or set run.model in the config")
-    return find_model(model, prefer_edgetpu=runtime.parse_device(device).is_edgetpu)
+    return find_model(model, prefer_edgetpu=_device(device).is_edgetpu)
+
+
+def _device(device: DeviceSpec | str) -> DeviceSpec:
+    return device if isinstance(device, DeviceSpec) else parse_device(device)
 
 
 def open_model(
-    model: str | Path, device: str = "cpu", threads: int = 0, task: str = "auto", labels: str = "", **kwargs: Any
+    model: str | Path,
+    device: DeviceSpec | str = "cpu",
+    threads: int = 0,
+    task: str = "auto",
+    labels: str = "",
+    **kwargs: Any,
 ) -> DeviceModel:
     """Everything from a model argument to a model ready for frames.
 
@@ -308,7 +318,8 @@ def open_model(
     if manifest is not None and manifest.edgetpu_model and path.name == manifest.edgetpu_model:
         kwargs.setdefault("cpu_model", path.parent / manifest.model)  # the Edge TPU fallback runs the int8 model
     fallback_reasons: list[str] = []
-    on_tpu = runtime.parse_device(device).is_edgetpu
+    device = _device(device)
+    on_tpu = device.is_edgetpu
     if on_tpu:
         kwargs.setdefault("on_fallback", fallback_reasons.append)
     interpreter = runtime.make_interpreter(path, device, threads, **kwargs)
@@ -319,7 +330,7 @@ def open_model(
         label_file = read_label_file(path.parent / manifest.labels)
     loaded = DeviceModel(interpreter, path, task, manifest, label_file, str(labels or "labels"))
     if on_tpu:
-        loaded.device_state = {"device": device, "active": "cpu" if fallback_reasons else "edgetpu"}
+        loaded.device_state = {"device": str(device), "active": "cpu" if fallback_reasons else "edgetpu"}
         if fallback_reasons:
             loaded.device_state["fallback_reason"] = fallback_reasons[0]
     return loaded
