@@ -79,6 +79,7 @@ def run_command(bundle: str, out: str, quiet: bool, **options: Any) -> None:
     """Time every variant of BUNDLE with the real interpreter here (CPU threads 1..N, and --edgetpu)."""
     from edgekit.device import sweep as timing
 
+    timing.check_results_path(out)
     results = timing.run_bundle(bundle, timing.RunOptions(**options), _progress(quiet))
     path = timing.write_results(results, out)
     click.echo(f"wrote {path} ({len(results['variants'])} variants)")

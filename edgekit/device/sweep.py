@@ -163,12 +163,18 @@ def run_bundle(bundle: str | Path, options: RunOptions, progress: ProgressFactor
     }
 
 
-def write_results(results: dict[str, Any], out: str | Path) -> Path:
-    """Write the results JSON atomically (temporary name, then rename)."""
+def check_results_path(out: str | Path) -> Path:
+    """Raises InputError when ``out`` cannot take the results file (checked before minutes of timing)."""
     path = Path(out)
     if path.is_dir():
         raise InputError(f"--out {path}: is a folder; give a file name such as results.json")
     if not path.parent.is_dir():
         raise InputError(f"--out {path}: folder {path.parent} does not exist")
+    return path
+
+
+def write_results(results: dict[str, Any], out: str | Path) -> Path:
+    """Write the results JSON atomically (temporary name, then rename)."""
+    path = check_results_path(out)
     write_json_atomic(path, results)
     return path
