@@ -302,7 +302,7 @@ def build_report(
             )
         )
     known = [(r.name, r.best_ms, r.top1) for r in rows if r.top1 is not None]
-    front = pareto_front(known)  # type: ignore[arg-type]
+    front = pareto_front(known)
     pick = None
     if budget_ms is not None:
         fitting = [r for r in rows if r.top1 is not None and r.best_ms <= budget_ms]
