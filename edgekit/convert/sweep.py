@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -127,17 +128,12 @@ def build_bundle(
     try:
         variants = []
         todo = grid.variants()
-        bar = progress("building variants", len(todo)) if progress else None
-        tick = bar.__enter__() if bar else None
-        try:
+        bar = progress("building variants", len(todo)) if progress else contextlib.nullcontext(lambda _n: None)
+        with bar as tick:
             for arch, alpha, size in todo:
                 logger.info("building %s", variant_name(arch, alpha, size))
                 variants.append(_build_one(arch, alpha, size, grid.seed, work))
-                if tick:
-                    tick(1)
-        finally:
-            if bar:
-                bar.__exit__(None, None, None)
+                tick(1)
         data = {
             "format": BUNDLE_FORMAT,
             "version": VERSION,

@@ -7,7 +7,7 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +54,6 @@ class RunOptions:
             raise InputError(
                 f"--edgetpu {self.edgetpu!r}: give an Edge TPU device string (edgetpu, edgetpu:usb:0, ...)"
             )
-
-
-@contextlib.contextmanager
-def _no_progress(_label: str, _total: int) -> Iterator[Tick]:
-    yield lambda _n: None
 
 
 def time_interpreter(interpreter: Any, options: RunOptions) -> dict[str, Any]:
@@ -136,7 +131,9 @@ def run_bundle(bundle: str | Path, options: RunOptions, progress: ProgressFactor
         make_interpreter(root / data["variants"][0]["edgetpu_model"], options.edgetpu, 1, probe=False)
         targets.append((str(parse_device(options.edgetpu)), options.edgetpu, 1))
     variants = []
-    with (progress or _no_progress)("timing variants", len(data["variants"]) * len(targets)) as tick:
+    total = len(data["variants"]) * len(targets)
+    bar = progress("timing variants", total) if progress else contextlib.nullcontext(lambda _n: None)
+    with bar as tick:
         for v in data["variants"]:
             timings = []
             for i, (label, device, n) in enumerate(targets):

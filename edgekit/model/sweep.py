@@ -198,6 +198,7 @@ class Row:
     spreads: dict[str, tuple[float, float]]  # target -> (p10, p90) ms
     best_target: str
     best_ms: float
+    unstable: frozenset[str] = frozenset()  # targets whose median did not settle within the run limits
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ def build_report(
             found = published_top1(v["arch"], float(v["alpha"]), int(v["input_size"]))
             top1, source = found if found else (None, "")
         best = min(medians, key=lambda t: medians[t])
+        unstable = frozenset(t["target"] for t in v["timings"] if not t.get("stable", True))
         rows.append(
             Row(
                 v["name"],
@@ -299,6 +301,7 @@ def build_report(
                 spreads,
                 best,
                 medians[best],
+                unstable,
             )
         )
     known = [(r.name, r.best_ms, r.top1) for r in rows if r.top1 is not None]
@@ -345,7 +348,9 @@ def to_markdown(report: Report, results: dict[str, Any]) -> str:
     for r in report.rows:
         top1 = f"{r.top1:.1f}" if r.top1 is not None else "n/a (none published)"
         cells = [
-            f"{r.medians[t]:.2f} ({r.spreads[t][0]:.2f}-{r.spreads[t][1]:.2f})" if t in r.medians else "-"
+            f"{r.medians[t]:.2f}{'*' if t in r.unstable else ''} ({r.spreads[t][0]:.2f}-{r.spreads[t][1]:.2f})"
+            if t in r.medians
+            else "-"
             for t in report.targets
         ]
         mark = "yes" if r.name in report.front else ""
@@ -353,6 +358,8 @@ def to_markdown(report: Report, results: dict[str, Any]) -> str:
             f"| {r.name} | {_mb(r.params)} | {r.macs / 1e6:.0f} | {_mb(r.size_bytes)} | {top1} | "
             f"{' | '.join(cells)} | {mark} |"
         )
+    if any(r.unstable for r in report.rows):
+        lines += ["", f"\\* the median did not settle ({results.get('stopping_rule', '')}): a busy device; re-run"]
     lines += ["", "## Do MACs predict latency here?", ""]
     if not report.fits:
         lines.append("Too few variants (fewer than 3 distinct MAC counts) for a fit.")
