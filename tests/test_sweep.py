@@ -152,3 +152,34 @@ def test_bad_input_is_one_line_exit_2(bundle: Path, results: Path, args: list[st
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and message in result.output, result.output
     assert sorted(p.name for p in bundle.parent.iterdir()) == before  # nothing half-written
+
+
+@pytest.mark.simulated
+def test_compiled_variants_and_an_absent_edgetpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With (a stand-in) edgetpu_compiler on PATH the bundle carries compiled models; no Edge TPU: a clear refusal."""
+    import os
+    import stat
+    import sys
+
+    from edgekit.device import edgetpu
+    from tests.convert.test_edgetpu_compile import STAND_IN
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "edgetpu_compiler"
+    repo = str(Path(__file__).resolve().parents[1])
+    script.write_text(STAND_IN.replace("{python}", sys.executable).replace("{paths!r}", repr([repo])))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "bundle"
+    built = CliRunner().invoke(cli, ["sweep", "build", "--out", str(out), "--alpha", "0.35", "--size", "96", "-q"])
+    assert built.exit_code == 0, built.output
+    (variant,) = json.loads((out / "sweep.json").read_text())["variants"]
+    assert variant["edgetpu_model"] == "mobilenet_v2_0.35_96_edgetpu.tflite"
+    assert (out / variant["edgetpu_model"]).is_file() and "compiled" in built.output
+    if edgetpu._load_library() is not None:
+        pytest.skip("libedgetpu is installed here: the refusal needs a machine without it")
+    ran = CliRunner().invoke(cli, ["sweep", "run", str(out), "--edgetpu", "edgetpu", "--out", str(tmp_path / "r.json")])
+    assert ran.exit_code == 2, ran.output
+    assert "--device edgetpu: the Edge TPU runtime libedgetpu.so.1 is not installed" in ran.output
+    assert not (tmp_path / "r.json").exists()
