@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.model.sweep import published_top1
+from tests.convert.test_edgetpu_compile import stand_in_compiler  # noqa: F401  (a fixture, shared)
 
 ALPHAS = ("0.35", "0.5", "0.75")
 SIZES = ("96", "128")
@@ -155,22 +156,13 @@ def test_bad_input_is_one_line_exit_2(bundle: Path, results: Path, args: list[st
 
 
 @pytest.mark.simulated
-def test_compiled_variants_and_an_absent_edgetpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_variants_and_an_absent_edgetpu(
+    stand_in_compiler: Path,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
     """With (a stand-in) edgetpu_compiler on PATH the bundle carries compiled models; no Edge TPU: a clear refusal."""
-    import os
-    import stat
-    import sys
-
     from edgekit.device import edgetpu
-    from tests.convert.test_edgetpu_compile import STAND_IN
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "edgetpu_compiler"
-    repo = str(Path(__file__).resolve().parents[1])
-    script.write_text(STAND_IN.replace("{python}", sys.executable).replace("{paths!r}", repr([repo])))
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "bundle"
     built = CliRunner().invoke(cli, ["sweep", "build", "--out", str(out), "--alpha", "0.35", "--size", "96", "-q"])
     assert built.exit_code == 0, built.output
