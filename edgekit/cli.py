@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from edgekit import __version__
+from edgekit.cli_sweep import sweep
 from edgekit.errors import EdgekitError
 from edgekit.log import setup_logging
 
@@ -444,3 +445,6 @@ def service_logs(ctx: click.Context, name: str, user_mode: bool, lines: int, fol
     from edgekit.ops import service
 
     ctx.exit(service.run_tool(service.logs_command(name, user_mode, lines, follow)))
+
+
+cli.add_command(sweep)
