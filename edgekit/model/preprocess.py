@@ -230,9 +230,13 @@ class Preparer:
 
 
 def _area(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
-    """The ``area`` downscale: INTER_AREA when shrinking (an exact box average), bilinear when enlarging."""
+    """The ``area`` downscale: INTER_AREA when shrinking (an exact box average), bilinear when enlarging.
+
+    Not the same bytes on aarch64 as on x86 (OpenCV's INTER_AREA at a fractional factor rounds in float; see
+    tests/arm64). With INTER_LINEAR_EXACT here the ImageNet fidelity test flipped a photo (one run), so it stays.
+    """
     ph, pw = out.shape[:2]
-    interpolation = cv2.INTER_AREA if region.shape[1] > pw or region.shape[0] > ph else cv2.INTER_LINEAR_EXACT
+    interpolation = cv2.INTER_AREA if region.shape[1] > pw or region.shape[0] > ph else cv2.INTER_LINEAR
     _into(cv2, region, out, interpolation)
 
 
