@@ -64,12 +64,11 @@ clean:
 
 # The device side on a Pi's architecture (README, "Tested on"): an emulated Debian bookworm arm64 root with the pinned
 # aarch64 wheels of edgekit[device] (cached in $(ARM64_CACHE)) and this checkout's wheel, compared with x86.
-# Uses the dev venv (`make setup` first) for the x86 side and for pip; installs qemu/debootstrap when root.
+# Uses the dev venv (made by setup) for the x86 side and for pip; installs qemu/debootstrap when root.
 ARM64_CACHE ?= $(HOME)/.cache/edgekit-arm64
 ARM64_WORK ?= $(ARM64_CACHE)/work
 
-test-arm64:
-	@test -x $(BIN)/python || { echo "make test-arm64 needs the dev venv: run make setup first" >&2; exit 1; }
+test-arm64: setup
 	@$(MAKE) --no-print-directory system SYSTEM_PACKAGES="qemu-user-static debootstrap mosquitto"
 	EDGEKIT_ARM64_CACHE=$(ARM64_CACHE) HOST_PYTHON=$(BIN)/python tests/arm64/prepare.sh $(ARM64_WORK)
 	EDGEKIT_ARM64_CACHE=$(ARM64_CACHE) ARM64_WORK=$(ARM64_WORK) $(BIN)/python -m pytest -p no:cacheprovider \
