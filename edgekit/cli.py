@@ -241,7 +241,9 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     "(2x2 halvings then bilinear: 6x faster on the device, not the same pixels).",
 )
 @click.option("--io", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True, help="I/O type.")
-@click.option("--labels", type=click.Path(dir_okay=False), help="Label file, one per line in output order.")
+@click.option(
+    "--labels", type=click.Path(dir_okay=False), help="Labels file (one per line, 'ID label' or labelmap.pbtxt)."
+)
 @click.option("--min-agreement", type=float, help="Exit 3 when int8-vs-float top-1 agreement is below this.")
 @click.option(
     "--recipe",
