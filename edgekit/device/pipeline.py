@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit.device.model import DeviceModel
+from edgekit.device.motion import Busy, MotionGate, MotionSettings
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Frame, Source
 from edgekit.device.tasks.classify import Classifier
@@ -44,6 +45,7 @@ class Settings:
     frames: int = 0
     only_changes: bool = False
     stats_interval: float = 10.0
+    motion: MotionSettings | None = None  # motion gating (`edgekit.device.motion`); None: every frame is inferred
 
 
 class FrameTap(Protocol):
@@ -384,6 +386,7 @@ class Pipeline:
             notifier: it must see results flow to feed the watchdog).
         taps: offered every processed frame with its result (the preview server), see `FrameTap`.
         replicas: more loaded copies of ``model`` (own interpreters) for parallel streams; none: one stream.
+        busy: with ``settings.motion``, what tells the gate an object is tracked (the tracker); none: nothing is.
     """
 
     def __init__(
@@ -395,6 +398,7 @@ class Pipeline:
         observers: Sequence[Sink] = (),
         taps: Sequence[FrameTap] = (),
         replicas: Sequence[DeviceModel] = (),
+        busy: Busy | None = None,
     ) -> None:
         self.model = model
         self.replicas = list(replicas)
@@ -406,6 +410,7 @@ class Pipeline:
         self.taps = list(taps)
         self.stats = Stats()
         self.seq = 0
+        self.gate = MotionGate(settings.motion, busy) if settings.motion is not None else None
         self._stop = threading.Event()
         self.stop_reason = ""
         self._postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]] = (
@@ -453,8 +458,9 @@ class Pipeline:
         """
         settings = self.settings
         self._next_stats = time.monotonic() + settings.stats_interval if settings.stats_interval > 0 else math.inf
-        # Pacing and parallel streams exclude each other (the daemon refuses both at once).
-        results = self._parallel() if self.replicas and settings.max_fps <= 0 else self._sequential()
+        # Pacing, motion gating and parallel streams exclude each other (the plan refuses them together).
+        parallel = self.replicas and settings.max_fps <= 0 and self.gate is None
+        results = self._parallel() if parallel else self._sequential()
         try:
             for result in results:
                 self._emit(result)
@@ -476,6 +482,7 @@ class Pipeline:
         prefetch = Prefetcher(self.source, self.model, self._stop) if self._use_prefetch() else None
         frames = iter(self.source) if prefetch is None else None
         model = self.model
+        gate = self.gate
         try:
             while not self._stop.is_set():
                 if period:
@@ -490,6 +497,8 @@ class Pipeline:
                     if item is None or self._stop.is_set():
                         return
                     frame, image, geometry, prepared_s = item
+                    if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        continue
                     t1 = time.monotonic()
                     model.load_prepared(image)
                     t2 = time.monotonic()
@@ -500,6 +509,8 @@ class Pipeline:
                     if taken is None or self._stop.is_set():
                         return
                     frame = taken
+                    if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        continue
                     t1 = time.monotonic()
                     geometry = model.set_input(frame.image, frame.color)
                     t2 = prepared = time.monotonic()
@@ -617,6 +628,8 @@ class Pipeline:
         record = self.stats.report(self.settings.camera, self.source.dropped, counters)
         if self.model.device_state:
             record["device"] = dict(self.model.device_state)
+        if self.gate is not None:
+            record["motion_skipped"] = self.gate.skipped  # frames not inferred since the start, beside "frames"
         self._send(record, result=False)
 
 
