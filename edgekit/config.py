@@ -65,6 +65,10 @@ class RunConfig:
     camera: str = ""
     # Detection only: keep these classes (labels or ids); empty keeps every class.
     classes: list[str] = field(default_factory=list)
+    # Classification only: event records when a top class holds this many frames in a row (0: no events).
+    class_events: int = ruled(0, lambda v: v >= 0, "0 (off) or more frames")
+    # ... and an update when its score moves by more than this.
+    class_event_step: float = ruled(0.1, lambda v: 0 < v <= 1, "above 0 and at most 1")
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,13 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
         only_changes=run.only_changes,
         stats_interval=run.stats_interval,
         motion=motion_settings(plan.config.motion),
+        class_events=run.class_events,
+        class_event_step=run.class_event_step,
     )
+    if run.class_events and model.task != "classify":
+        raise ConfigError(
+            f"{where}: key 'run.class_events': {model.path.name} is a detector; class events are for classifiers"
+        )
     return Parts(plan, model, settings, replicas)
 
 

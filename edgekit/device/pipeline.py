@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgekit.device.events.classify import ClassEvents
 from edgekit.device.model import DeviceModel
 from edgekit.device.motion import Busy, MotionGate, MotionSettings
 from edgekit.device.sinks.base import Sink
@@ -46,6 +47,8 @@ class Settings:
     only_changes: bool = False
     stats_interval: float = 10.0
     motion: MotionSettings | None = None  # motion gating (`edgekit.device.motion`); None: every frame is inferred
+    class_events: int = 0  # classification: frames a top class must hold for an event (0: no events)
+    class_event_step: float = 0.1  # ... and how far its score must move for an update
 
 
 class FrameTap(Protocol):
@@ -79,6 +82,9 @@ class ChangeFilter:
         return tuple(sorted(d["id"] for d in record["detections"]))
 
     def publish_result(self, record: Mapping[str, Any]) -> None:
+        if record["type"] == "event":  # events say "changed" themselves
+            self.sink.publish_result(record)
+            return
         key = self.key(record)
         if key == self._last:
             self.suppressed += 1
@@ -411,6 +417,11 @@ class Pipeline:
         self.stats = Stats()
         self.seq = 0
         self.gate = MotionGate(settings.motion, busy) if settings.motion is not None else None
+        self.class_events = (
+            ClassEvents(settings.camera, settings.class_events, settings.class_event_step)
+            if settings.class_events and model.task == "classify"
+            else None
+        )
         self._stop = threading.Event()
         self.stop_reason = ""
         self._postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]] = (
@@ -461,17 +472,22 @@ class Pipeline:
         # Pacing, motion gating and parallel streams exclude each other (the plan refuses them together).
         parallel = self.replicas and settings.max_fps <= 0 and self.gate is None
         results = self._parallel() if parallel else self._sequential()
+        reason = ""
         try:
             for result in results:
                 self._emit(result)
                 if self._after_frame():
-                    return "frames"
+                    reason = "frames"
+                    break
+            if self.class_events is not None:
+                for event in self.class_events.finish():
+                    self._send(event, result=True, sinks=self.data_sinks)
         except BrokenPipeError:
             logger.info("stdout was closed; stopping")
             return "closed"
         finally:
             results.close()  # stops the producer's threads (its own finally)
-        return (self.stop_reason or "stop") if self._stop.is_set() else "end"
+        return reason or ((self.stop_reason or "stop") if self._stop.is_set() else "end")
 
     def _sequential(self) -> Generator[Inferred, None, None]:
         """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn."""
@@ -577,6 +593,9 @@ class Pipeline:
             },
         }
         self._send(record, result=True)
+        if self.class_events is not None:
+            for event in self.class_events.update(r.items[0] if r.items else None, r.frame.timestamp):
+                self._send(event, result=True, sinks=self.data_sinks)  # not to observers: they watch frames
         for tap in self.taps:
             tap.offer(r.frame, record, r.geometry)
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
@@ -606,12 +625,12 @@ class Pipeline:
             for d in detections
         ], "detections"
 
-    def _send(self, record: Mapping[str, Any], result: bool) -> None:
-        """A record to every sink and observer, in order; a sink that fails is logged, not raised.
+    def _send(self, record: Mapping[str, Any], result: bool, sinks: Sequence[Sink] | None = None) -> None:
+        """A record to every sink and observer (or to ``sinks``), in order; a sink that fails is logged, not raised.
 
         BrokenPipeError (stdout's reader went away) and SinkError (a sink that cannot go on) still end the run.
         """
-        for sink in self._result_sinks:
+        for sink in self._result_sinks if sinks is None else sinks:
             try:
                 if result:  # two calls, not one through a chosen bound method: this runs per frame and sink
                     sink.publish_result(record)

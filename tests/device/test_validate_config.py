@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from edgekit.cli import cli
 from edgekit.config import dump_toml
 
+DETECTOR = Path(__file__).resolve().parents[1] / "data" / "ssdlite_shapes_int8.tflite"
+
 
 def _rules(tmp: str) -> list[tuple[str, dict[str, dict[str, Any]], str]]:
     """(rule, config changes, the message's distinctive part). ``{tmp}`` is a per-test folder."""
@@ -99,6 +101,13 @@ def _rules(tmp: str) -> list[tuple[str, dict[str, dict[str, Any]], str]]:
             "password without user",
             {"run": {"sinks": ["mqtt://h/x"]}, "mqtt": {"password_file": f"{tmp}/pw"}},
             "an MQTT password is set but no user",
+        ),
+        ("class_events", {"run": {"class_events": -1}}, "key 'run.class_events' must be 0 (off) or more frames"),
+        ("class_event_step", {"run": {"class_event_step": 0.0}}, "key 'run.class_event_step' must be above 0"),
+        (
+            "class events on a detector",
+            {"run": {"class_events": 3, "model": str(DETECTOR)}},
+            "key 'run.class_events': ssdlite_shapes_int8.tflite is a detector; class events are for classifiers",
         ),
         # [motion]
         ("motion.threshold", {"motion": {"threshold": 0.0}}, "key 'motion.threshold' must be above 0 and below 255"),
