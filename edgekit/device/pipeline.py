@@ -475,7 +475,10 @@ class Pipeline:
         reason = ""
         try:
             for result in results:
-                self._emit(result)
+                if isinstance(result, Inferred):
+                    self._emit(result)
+                else:
+                    self._skipped(result)
                 if self._after_frame():
                     reason = "frames"
                     break
@@ -489,8 +492,11 @@ class Pipeline:
             results.close()  # stops the producer's threads (its own finally)
         return reason or ((self.stop_reason or "stop") if self._stop.is_set() else "end")
 
-    def _sequential(self) -> Generator[Inferred, None, None]:
-        """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn."""
+    def _sequential(self) -> Generator[Inferred | Frame, None, None]:
+        """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn.
+
+        A frame the motion gate skips comes out as it is (a `Frame`), so stats stay on time on a still scene.
+        """
         period = 1.0 / self.settings.max_fps if self.settings.max_fps > 0 else 0.0
         next_due = time.monotonic()
         # Ordered sources (files, folders) are prepared one frame ahead on a second thread; live ones and paced
@@ -514,6 +520,7 @@ class Pipeline:
                         return
                     frame, image, geometry, prepared_s = item
                     if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        yield frame
                         continue
                     t1 = time.monotonic()
                     model.load_prepared(image)
@@ -526,6 +533,7 @@ class Pipeline:
                         return
                     frame = taken
                     if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        yield frame
                         continue
                     t1 = time.monotonic()
                     geometry = model.set_input(frame.image, frame.color)
@@ -599,6 +607,12 @@ class Pipeline:
         for tap in self.taps:
             tap.offer(r.frame, record, r.geometry)
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
+
+    def _skipped(self, frame: Frame) -> None:
+        """A frame the motion gate skipped: no record, but it still counts towards a class event's hold."""
+        if self.class_events is not None:
+            for event in self.class_events.unchanged(frame.timestamp):
+                self._send(event, result=True, sinks=self.data_sinks)
 
     def _classify(self, model: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
         return self._classifier.items(model.output("scores")), "classes"

@@ -92,3 +92,15 @@ def test_hold_one_follows_every_change_and_only_changes_passes_events(classifier
 def test_without_class_events_there_are_none(classifier_dir: Path, sequence: Path) -> None:
     records = _run("--model", str(classifier_dir), "--source", str(sequence))
     assert {r["type"] for r in records} == {"result"}
+
+
+def test_frames_the_motion_gate_skips_keep_the_class(classifier_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    """A still scene is inferred once, yet its class holds for N frames: the skipped frames did not change."""
+    from tests.device.motion_clips import static_clip
+
+    clip = static_clip(data_dir / "photos" / "home.jpg", tmp_path / "still.avi", frames=24)
+    records = _run("--model", str(classifier_dir), "--source", str(clip), "--motion", "--class-events", "3")
+    assert [r["type"] for r in records] == ["result", "event", "event"]
+    result, new, end = records
+    assert (new["event"], new["label"], new["start"]) == ("new", result["classes"][0]["label"], result["ts"])
+    assert end["event"] == "end" and end["id"] == new["id"] and end["end"] > new["start"]

@@ -63,7 +63,7 @@ def test_keyframes_come_every_interval_on_a_still_scene(clips: dict[str, Any], c
     assert 4 <= len(results) <= 8, sorted(results)  # 6 when the pacing is exact; the machine is shared
     gaps = [b - a for a, b in itertools.pairwise(sorted(results))]
     assert min(gaps) >= 10, gaps  # never more often than the interval (12 frames), with a frame of slack
-    assert stats[-1]["frames"] + stats[-1]["motion_skipped"] == 72
+    assert stats[-1]["frames"] + stats[-1]["motion_skipped"] + stats[-1]["dropped"] == 72  # paced: a busy machine drops
 
 
 def test_gating_keeps_every_result_that_matters_on_a_moving_scene(clips: dict[str, Any]) -> None:
@@ -126,3 +126,12 @@ def test_a_frame_from_black_is_motion(video: Path) -> None:
     capture = cv2.VideoCapture(str(video))
     fractions = [detector.changed(capture.read()[1]) for _ in range(3)]
     assert fractions[0] == 1.0 and fractions[1] > 0.2
+
+
+def test_stats_stay_on_time_while_every_frame_is_skipped(clips: dict[str, Any], classifier_dir: Path) -> None:
+    args = ["--model", str(classifier_dir), "--source", str(clips["still"]), "--realtime", "--stats-interval", "0.5"]
+    results, stats = _run(*args, "--motion", "--motion-keyframe", "100")
+    assert list(results) == [0]
+    assert len(stats) >= 4  # 3 s of video: a record every 0.5 s, and the last one
+    assert [s["motion_skipped"] for s in stats] == sorted(s["motion_skipped"] for s in stats)
+    assert stats[-1]["motion_skipped"] + stats[-1]["dropped"] == 71

@@ -9,7 +9,8 @@ contract the detection events use (``"type": "event"``), with the detection-only
     end     another class (or no class above the threshold) held ``hold`` frames, or the stream ended; ``end`` is
             the first frame of the run that replaced it (or the last frame seen)
 
-Frames that motion gating skipped never reach this: an event holds through them.
+A frame that motion gating skipped did not change, so it keeps the last inferred class (`unchanged`): it counts
+towards a hold, and an event holds through it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ClassEvents:
         self._event_class: int | None = None
         self._sent_score = 0.0
         self._last_ts = 0.0
+        self._last_top: Mapping[str, Any] | None = None
 
     def update(self, top: Mapping[str, Any] | None, ts: float) -> list[dict[str, Any]]:
         """One inferred frame.
@@ -50,7 +52,7 @@ class ClassEvents:
         Returns:
             The event records this frame causes, in order (often none).
         """
-        self._last_ts = ts
+        self._last_ts, self._last_top = ts, top
         class_id = None if top is None else int(top["id"])
         if class_id != self._run_id or self._run_length == 0:
             self._run_id, self._run_start, self._run_length = class_id, ts, 0
@@ -81,6 +83,10 @@ class ClassEvents:
             }
             out.append(self._record("new"))
         return out
+
+    def unchanged(self, ts: float) -> list[dict[str, Any]]:
+        """A frame that was not inferred because it did not change: the last frame's top class again."""
+        return self.update(self._last_top, ts)
 
     def finish(self) -> list[dict[str, Any]]:
         """The stream ended: the open event's ``end`` (at the last frame seen), if there is one."""
