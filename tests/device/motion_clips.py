@@ -36,16 +36,25 @@ def _noisy(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndar
 
 
 def static_clip(
-    photo: Path, path: Path, frames: int = 240, sigma: float = 3.0, light: bool = False, seed: int = 0
+    photo: Path,
+    path: Path,
+    frames: int = 240,
+    sigma: float = 3.0,
+    light: bool = False,
+    seed: int = 0,
+    cut_to: Path | None = None,
 ) -> Path:
     """A still scene: ``photo`` with sensor noise, MJPEG-coded; with ``light``, exposure drift and a light switch.
 
     The drift lowers the gain from 1.0 to 0.75 over the first half; at two thirds the light goes up by a third at once.
+    With ``cut_to``, the second half shows that photo instead (the camera was moved).
     """
     rng = np.random.default_rng(seed)
     base = _background(photo)
     writer = _writer(path)
     for i in range(frames):
+        if cut_to is not None and i == frames // 2:
+            base = _background(cut_to)
         gain = 1.0
         if light:
             gain = 1.0 - 0.25 * min(i / (frames / 2), 1.0)

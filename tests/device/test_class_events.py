@@ -104,3 +104,21 @@ def test_frames_the_motion_gate_skips_keep_the_class(classifier_dir: Path, data_
     result, new, end = records
     assert (new["event"], new["label"], new["start"]) == ("new", result["classes"][0]["label"], result["ts"])
     assert end["event"] == "end" and end["id"] == new["id"] and end["end"] > new["start"]
+
+
+def test_no_class_above_the_threshold_ends_an_event_and_starts_none(classifier_dir: Path, sequence: Path) -> None:
+    """At threshold 0.5, photos 9 and 12 have no class: three frames of photo 12 end the first event, no new one."""
+    args = ["--model", str(classifier_dir), "--source", str(sequence), "--class-events", "3", "--threshold", "0.5"]
+    records = _run(*args)
+    results = [r for r in records if r["type"] == "result"]
+    empty = [i for i, r in enumerate(results) if not r["classes"]]
+    assert empty == [5, 9, 10, 11, 14, 15]  # the premise: photo 9 once, photo 12 three times then twice
+    ts = [r["ts"] for r in results]
+    label_a, label_b = results[0]["classes"][0]["label"], results[16]["classes"][0]["label"]
+    events = [(e["event"], e["label"], e["start"], e["end"]) for e in records if e["type"] == "event"]
+    assert events == [
+        ("new", label_a, ts[0], None),
+        ("end", label_a, ts[0], ts[9]),
+        ("new", label_b, ts[16], None),
+        ("end", label_b, ts[16], ts[-1]),
+    ]

@@ -135,3 +135,13 @@ def test_stats_stay_on_time_while_every_frame_is_skipped(clips: dict[str, Any], 
     assert len(stats) >= 4  # 3 s of video: a record every 0.5 s, and the last one
     assert [s["motion_skipped"] for s in stats] == sorted(s["motion_skipped"] for s in stats)
     assert stats[-1]["motion_skipped"] + stats[-1]["dropped"] == 71
+
+
+def test_a_moved_camera_is_inferred_once_and_becomes_the_background(
+    data_dir: Path, tmp_path: Path, classifier_dir: Path
+) -> None:
+    photos = data_dir / "photos"
+    clip = static_clip(photos / "home.jpg", tmp_path / "cut.avi", frames=48, cut_to=photos / "building.jpg")
+    results, stats = _run("--model", str(classifier_dir), "--source", str(clip), "--motion")
+    assert list(results) == [0, 24]
+    assert stats[-1]["motion_skipped"] == 46
