@@ -82,6 +82,9 @@ _RUN_OPTIONS = {
     "camera": "camera",
     "http": "http.listen",
     "http_fps": "http.fps",
+    "class_events": "class_events",
+    "motion": "motion.enabled",
+    "motion_keyframe": "motion.keyframe",
 }
 
 
@@ -113,6 +116,9 @@ def _config_key(option: str) -> str:
 @click.option("--camera", help="Name carried in every record (default: the host name).")
 @click.option("--http", metavar="[HOST:]PORT", help="Serve the live preview page and /metrics (e.g. 127.0.0.1:8080).")
 @click.option("--http-fps", type=float, help="Frames per second of the preview stream (default 5).")
+@click.option("--class-events", type=int, help="Classification: an event when a class holds N frames (0: off).")
+@click.option("--motion/--no-motion", default=None, help="Skip inference while nothing moves (motion gating).")
+@click.option("--motion-keyframe", type=float, help="With --motion: infer at least every this many seconds (10).")
 @click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
 @click.option("--validate-config", is_flag=True, help="Check config, model and labels, then exit.")
 def run_command(config_path: str | None, print_config: bool, validate_config: bool, **options: Any) -> None:

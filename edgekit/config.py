@@ -65,6 +65,10 @@ class RunConfig:
     camera: str = ""
     # Detection only: keep these classes (labels or ids); empty keeps every class.
     classes: list[str] = field(default_factory=list)
+    # Classification only: event records when a top class holds this many frames in a row (0: no events).
+    class_events: int = ruled(0, lambda v: v >= 0, "0 (off) or more frames")
+    # ... and an update when its score moves by more than this.
+    class_event_step: float = ruled(0.1, lambda v: 0 < v <= 1, "above 0 and at most 1")
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,28 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class MotionConfig:
+    """Motion gating of `edgekit run` (`edgekit.device.motion`): skip inference while nothing moves (off by default)."""
+
+    enabled: bool = False
+    # Grey levels (of 255) a pixel of the shrunk, blurred frame must change by to count.
+    threshold: float = ruled(25.0, lambda v: 0 < v < 255, "above 0 and below 255")
+    # Fraction of the frame's pixels that must change for motion.
+    min_area: float = ruled(0.002, lambda v: 0 <= v < 1, "at least 0 and below 1")
+    # Seconds after which a frame is inferred even on a still scene (stationary objects, the systemd watchdog).
+    keyframe: float = ruled(10.0, lambda v: v > 0, "above 0 seconds")
+    # Width in pixels the frame is shrunk to for the comparison.
+    width: int = ruled(128, lambda v: 16 <= v <= 640, "16..640 pixels")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
     run: RunConfig = field(default_factory=RunConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
 
 
 # --- loading -----------------------------------------------------------------------------------------------

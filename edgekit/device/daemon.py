@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import Config, RunConfig
+from edgekit.config import Config, MotionConfig, RunConfig
 from edgekit.device import notify
 from edgekit.device.model import DeviceModel, open_model
+from edgekit.device.motion import MotionSettings
 from edgekit.device.pipeline import Pipeline, Settings
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Source
@@ -51,6 +52,7 @@ def plan_streams(plan: RunPlan) -> tuple[int, int]:
     elif (
         total >= 2
         and run.max_fps <= 0
+        and not plan.config.motion.enabled  # the gate sees frames in order (see `edgekit.plan.build_plan`)
         and not plan.device.is_edgetpu
         and plan.source is not None
         and plan.source.ordered
@@ -147,8 +149,24 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
         frames=run.frames,
         only_changes=run.only_changes,
         stats_interval=run.stats_interval,
+        motion=motion_settings(plan.config.motion),
+        class_events=run.class_events,
+        class_event_step=run.class_event_step,
     )
+    if run.class_events and model.task != "classify":
+        raise ConfigError(
+            f"{where}: key 'run.class_events': {model.path.name} is a detector; class events are for classifiers"
+        )
     return Parts(plan, model, settings, replicas)
+
+
+def motion_settings(motion: MotionConfig) -> MotionSettings | None:
+    """The gate's settings from ``[motion]``, or None when gating is off."""
+    if not motion.enabled:
+        return None
+    return MotionSettings(
+        threshold=motion.threshold, min_area=motion.min_area, keyframe=motion.keyframe, width=motion.width
+    )
 
 
 def open_io(parts: Parts) -> Parts:
@@ -211,6 +229,14 @@ def serve(
     pipeline: Pipeline | None = None
     # Outlives reloads (a reload is no STOPPING=1); a no-op unless systemd gave us $NOTIFY_SOCKET.
     notifier = notify.create(max_fps=plan.config.run.max_fps)
+    motion = parts.settings.motion
+    if motion is not None and notifier.watchdog_s and motion.keyframe > notifier.watchdog_s / 2:
+        logger.warning(
+            "motion.keyframe=%g s: a still scene gives a result that seldom, but the watchdog expects a ping every "
+            "%.0f s; lower motion.keyframe",
+            motion.keyframe,
+            notifier.watchdog_s / 2,
+        )
     preview, server = None, None
     if plan.http is not None:
         from edgekit.device import http

@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgekit.device.events.classify import ClassEvents
 from edgekit.device.model import DeviceModel
+from edgekit.device.motion import Busy, MotionGate, MotionSettings
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Frame, Source
 from edgekit.device.tasks.classify import Classifier
@@ -44,6 +46,9 @@ class Settings:
     frames: int = 0
     only_changes: bool = False
     stats_interval: float = 10.0
+    motion: MotionSettings | None = None  # motion gating (`edgekit.device.motion`); None: every frame is inferred
+    class_events: int = 0  # classification: frames a top class must hold for an event (0: no events)
+    class_event_step: float = 0.1  # ... and how far its score must move for an update
 
 
 class FrameTap(Protocol):
@@ -77,6 +82,9 @@ class ChangeFilter:
         return tuple(sorted(d["id"] for d in record["detections"]))
 
     def publish_result(self, record: Mapping[str, Any]) -> None:
+        if record["type"] == "event":  # events say "changed" themselves
+            self.sink.publish_result(record)
+            return
         key = self.key(record)
         if key == self._last:
             self.suppressed += 1
@@ -384,6 +392,7 @@ class Pipeline:
             notifier: it must see results flow to feed the watchdog).
         taps: offered every processed frame with its result (the preview server), see `FrameTap`.
         replicas: more loaded copies of ``model`` (own interpreters) for parallel streams; none: one stream.
+        busy: with ``settings.motion``, what tells the gate an object is tracked (the tracker); none: nothing is.
     """
 
     def __init__(
@@ -395,6 +404,7 @@ class Pipeline:
         observers: Sequence[Sink] = (),
         taps: Sequence[FrameTap] = (),
         replicas: Sequence[DeviceModel] = (),
+        busy: Busy | None = None,
     ) -> None:
         self.model = model
         self.replicas = list(replicas)
@@ -406,6 +416,12 @@ class Pipeline:
         self.taps = list(taps)
         self.stats = Stats()
         self.seq = 0
+        self.gate = MotionGate(settings.motion, busy) if settings.motion is not None else None
+        self.class_events = (
+            ClassEvents(settings.camera, settings.class_events, settings.class_event_step)
+            if settings.class_events and model.task == "classify"
+            else None
+        )
         self._stop = threading.Event()
         self.stop_reason = ""
         self._postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]] = (
@@ -453,22 +469,34 @@ class Pipeline:
         """
         settings = self.settings
         self._next_stats = time.monotonic() + settings.stats_interval if settings.stats_interval > 0 else math.inf
-        # Pacing and parallel streams exclude each other (the daemon refuses both at once).
-        results = self._parallel() if self.replicas and settings.max_fps <= 0 else self._sequential()
+        # Pacing, motion gating and parallel streams exclude each other (the plan refuses them together).
+        parallel = self.replicas and settings.max_fps <= 0 and self.gate is None
+        results = self._parallel() if parallel else self._sequential()
+        reason = ""
         try:
             for result in results:
-                self._emit(result)
+                if isinstance(result, Inferred):
+                    self._emit(result)
+                else:
+                    self._skipped(result)
                 if self._after_frame():
-                    return "frames"
+                    reason = "frames"
+                    break
+            if self.class_events is not None:
+                for event in self.class_events.finish():
+                    self._send(event, result=True, sinks=self.data_sinks)
         except BrokenPipeError:
             logger.info("stdout was closed; stopping")
             return "closed"
         finally:
             results.close()  # stops the producer's threads (its own finally)
-        return (self.stop_reason or "stop") if self._stop.is_set() else "end"
+        return reason or ((self.stop_reason or "stop") if self._stop.is_set() else "end")
 
-    def _sequential(self) -> Generator[Inferred, None, None]:
-        """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn."""
+    def _sequential(self) -> Generator[Inferred | Frame, None, None]:
+        """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn.
+
+        A frame the motion gate skips comes out as it is (a `Frame`), so stats stay on time on a still scene.
+        """
         period = 1.0 / self.settings.max_fps if self.settings.max_fps > 0 else 0.0
         next_due = time.monotonic()
         # Ordered sources (files, folders) are prepared one frame ahead on a second thread; live ones and paced
@@ -476,6 +504,7 @@ class Pipeline:
         prefetch = Prefetcher(self.source, self.model, self._stop) if self._use_prefetch() else None
         frames = iter(self.source) if prefetch is None else None
         model = self.model
+        gate = self.gate
         try:
             while not self._stop.is_set():
                 if period:
@@ -490,6 +519,9 @@ class Pipeline:
                     if item is None or self._stop.is_set():
                         return
                     frame, image, geometry, prepared_s = item
+                    if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        yield frame
+                        continue
                     t1 = time.monotonic()
                     model.load_prepared(image)
                     t2 = time.monotonic()
@@ -500,6 +532,9 @@ class Pipeline:
                     if taken is None or self._stop.is_set():
                         return
                     frame = taken
+                    if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        yield frame
+                        continue
                     t1 = time.monotonic()
                     geometry = model.set_input(frame.image, frame.color)
                     t2 = prepared = time.monotonic()
@@ -566,9 +601,18 @@ class Pipeline:
             },
         }
         self._send(record, result=True)
+        if self.class_events is not None:
+            for event in self.class_events.update(r.items[0] if r.items else None, r.frame.timestamp):
+                self._send(event, result=True, sinks=self.data_sinks)  # not to observers: they watch frames
         for tap in self.taps:
             tap.offer(r.frame, record, r.geometry)
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
+
+    def _skipped(self, frame: Frame) -> None:
+        """A frame the motion gate skipped: no record, but it still counts towards a class event's hold."""
+        if self.class_events is not None:
+            for event in self.class_events.unchanged(frame.timestamp):
+                self._send(event, result=True, sinks=self.data_sinks)
 
     def _classify(self, model: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
         return self._classifier.items(model.output("scores")), "classes"
@@ -595,12 +639,12 @@ class Pipeline:
             for d in detections
         ], "detections"
 
-    def _send(self, record: Mapping[str, Any], result: bool) -> None:
-        """A record to every sink and observer, in order; a sink that fails is logged, not raised.
+    def _send(self, record: Mapping[str, Any], result: bool, sinks: Sequence[Sink] | None = None) -> None:
+        """A record to every sink and observer (or to ``sinks``), in order; a sink that fails is logged, not raised.
 
         BrokenPipeError (stdout's reader went away) and SinkError (a sink that cannot go on) still end the run.
         """
-        for sink in self._result_sinks:
+        for sink in self._result_sinks if sinks is None else sinks:
             try:
                 if result:  # two calls, not one through a chosen bound method: this runs per frame and sink
                     sink.publish_result(record)
@@ -617,6 +661,8 @@ class Pipeline:
         record = self.stats.report(self.settings.camera, self.source.dropped, counters)
         if self.model.device_state:
             record["device"] = dict(self.model.device_state)
+        if self.gate is not None:
+            record["motion_skipped"] = self.gate.skipped  # frames not inferred since the start, beside "frames"
         self._send(record, result=False)
 
 
