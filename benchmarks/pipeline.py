@@ -50,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edgekit.device.bench import PacedFrames, decoded_frames  # noqa: E402
 from edgekit.device.daemon import plan_streams  # noqa: E402
 from edgekit.device.model import DeviceModel, open_model  # noqa: E402
 from edgekit.device.pipeline import Pipeline, Settings, Stats  # noqa: E402
@@ -421,15 +422,7 @@ def memory_images(model: DeviceModel, video: Path) -> list[np.ndarray]:
     h, w = model.input_size
     crop = model.preprocess.crop_fraction if model.preprocess.policy == "center_crop" else 1.0
     size = (round(w / crop), round(h / crop))
-    cap = cv2.VideoCapture(str(video))
-    images = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        images.append(np.ascontiguousarray(cv2.cvtColor(cv2.resize(frame, size), cv2.COLOR_BGR2RGB)))
-    cap.release()
-    return images
+    return [np.ascontiguousarray(cv2.cvtColor(cv2.resize(f, size), cv2.COLOR_BGR2RGB)) for f in decoded_frames(video)]
 
 
 def live_camera(model_path: Path, video: Path, fps: float) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -437,19 +430,9 @@ def live_camera(model_path: Path, video: Path, fps: float) -> tuple[np.ndarray, 
     capture of every live source), through the pipeline as `edgekit run` runs a live source (one interpreter, every
     thread). Returns capture-to-publish latencies (ms), the bare invoke times measured just before, frames
     published and frames dropped."""
-    from edgekit.device.bench import PacedFrames
-
     model = open_model(model_path)
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
     invoke = bare_invoke(model, 100)
-    source = PacedFrames(frames, fps)
+    source = PacedFrames(decoded_frames(video), fps)
     pipeline = Pipeline(model, source, [StdoutSink(open(os.devnull, "w"))], Settings(camera="bench", stats_interval=0))  # noqa: SIM115
     pipeline.stats = Stats(window=1 << 20)
     pipeline.run()

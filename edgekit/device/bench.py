@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import logging
 import tempfile
 import time
@@ -117,32 +118,16 @@ def bench(
     Returns:
         The report (``table()`` prints it).
     """
-    from edgekit.config import Config, RunConfig
     from edgekit.device import runtime
-    from edgekit.device.daemon import plan_streams
     from edgekit.device.sources.opencv import VideoFile
-    from edgekit.plan import build_plan
 
     loaded = open_model(model, device, threads, downscale=downscale)
     used_threads = threads or runtime.default_threads()
     invoke = invoke_latency(loaded, runs)
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         path = Path(video) if video else make_video(Path(tmp) / "bench.avi", frames)
-        config = Config(run=RunConfig(source=str(path), device=device, threads=threads, streams=streams))
-        n, per_stream = plan_streams(build_plan(config, "edgekit bench"))
-        models = (
-            [loaded]
-            if n == 1
-            else [open_model(model, device, per_stream, probe=False, downscale=downscale) for _ in range(n)]
-        )
-        source = VideoFile(str(path))
-        settings = Settings(camera="bench", top_k=3, stats_interval=0)
-        pipeline = Pipeline(models[0], source, [StdoutSink(io.StringIO())], settings, replicas=models[1:])
-        pipeline.stats = Stats(window=1 << 20)  # keep every frame: stats_interval is 0, nothing resets it
-        t0 = time.perf_counter()
-        pipeline.run()
-        elapsed = time.perf_counter() - t0
-        source.close()
+        run = RunArgs(model, device, threads, streams, downscale)
+        pipeline, n, elapsed, _ = run_pipeline(run, loaded, str(path), lambda: VideoFile(str(path)))
     inference, latencies = pipeline.stats.window()
     done = pipeline.seq
     no_frames = (0.0, 0.0)
@@ -159,6 +144,66 @@ def bench(
         pipeline_inference_ms=percentiles(inference, None) or no_frames,
         latency_ms=percentiles(latencies, None) or no_frames,
     )
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The `edgekit run` choices a bench pipeline is opened with."""
+
+    model: str
+    device: str
+    threads: int
+    streams: int
+    downscale: Downscale | None
+
+
+def run_pipeline(
+    run: RunArgs, loaded: DeviceModel, spec: str, open_source: Callable[[], Source], frames: int = 0
+) -> tuple[Pipeline, int, float, str]:
+    """The pipeline as `edgekit run` runs ``spec`` (its streams and threads per stream), over the source that
+    ``open_source`` opens, to stdout-style JSON lines in memory.
+
+    Returns:
+        The finished pipeline (its stats keep every frame), its streams, the seconds it ran, the lines written.
+    """
+    from edgekit.config import Config, RunConfig
+    from edgekit.device.daemon import plan_streams
+    from edgekit.plan import build_plan
+
+    config = Config(run=RunConfig(source=spec, device=run.device, threads=run.threads, streams=run.streams))
+    n, per_stream = plan_streams(build_plan(config, "edgekit bench"))
+    models = (
+        [loaded]
+        if n == 1
+        else [open_model(run.model, run.device, per_stream, probe=False, downscale=run.downscale) for _ in range(n)]
+    )
+    out = io.StringIO()
+    source = open_source()
+    settings = Settings(camera="bench", top_k=3, stats_interval=0, frames=frames)
+    pipeline = Pipeline(models[0], source, [StdoutSink(out)], settings, replicas=models[1:])
+    pipeline.stats = Stats(window=1 << 20)  # keep every frame: stats_interval is 0, nothing resets it
+    t0 = time.perf_counter()
+    try:
+        pipeline.run()
+        elapsed = time.perf_counter() - t0
+    finally:
+        source.close()
+    return pipeline, n, elapsed, out.getvalue()
+
+
+def decoded_frames(path: str | Path, limit: int = 0) -> list[np.ndarray]:
+    """The first ``limit`` frames of a video (0: all), decoded (BGR), as OpenCV reads them."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    images: list[np.ndarray] = []
+    while not limit or len(images) < limit:
+        ok, image = cap.read()
+        if not ok:
+            break
+        images.append(image)
+    cap.release()
+    return images
 
 
 # --- bench --profile: where a frame's time goes -------------------------------------------------------------------
@@ -407,10 +452,7 @@ def profile(
     """
     import cv2
 
-    from edgekit.config import Config, RunConfig
     from edgekit.device import runtime
-    from edgekit.device.daemon import plan_streams
-    from edgekit.plan import build_plan
 
     if source not in SOURCE_KINDS:
         raise InputError(f"--source {source!r}: use one of {', '.join(SOURCE_KINDS)}")
@@ -418,14 +460,7 @@ def profile(
     used_threads = threads or runtime.default_threads()
     with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
         path = Path(video) if video else make_video(Path(tmp) / "bench.avi", frames)
-        cap = cv2.VideoCapture(str(path))
-        images: list[np.ndarray] = []
-        while len(images) < frames:
-            ok, image = cap.read()
-            if not ok:
-                break
-            images.append(image)
-        cap.release()
+        images = decoded_frames(path, frames)
         folder = Path(tmp) / "frames"
         if source == "folder":
             folder.mkdir()
@@ -438,24 +473,14 @@ def profile(
         stages = stage_times(loaded, opened, frames)
         opened.close()
         counted = len(stages["invoke"])
-
+        # The run plan picks the streams from the kind of source (a camera spec for the simulated one).
         spec = str(path) if source == "video" else str(folder) if source == "folder" else "/dev/video0"
-        config = Config(run=RunConfig(source=spec, device=device, threads=threads, streams=streams))
-        n, per_stream = plan_streams(build_plan(config, "edgekit bench"))
-        models = (
-            [loaded]
-            if n == 1
-            else [open_model(model, device, per_stream, probe=False, downscale=downscale) for _ in range(n)]
+        run = RunArgs(model, device, threads, streams, downscale)
+        pipeline, n, elapsed, records = run_pipeline(
+            run, loaded, spec, lambda: _open_source(source, path, images, folder, camera_fps), frames
         )
-        opened = _open_source(source, path, images, folder, camera_fps)
-        waits = _Waits()
-        settings = Settings(camera="bench", stats_interval=0, frames=frames)
-        pipeline = Pipeline(models[0], opened, [StdoutSink(io.StringIO()), waits], settings, replicas=models[1:])
-        pipeline.stats = Stats(window=1 << 20)
-        t0 = time.perf_counter()
-        pipeline.run()
-        elapsed = time.perf_counter() - t0
-        opened.close()
+        opened = pipeline.source
+    waits = [json.loads(line)["timing_ms"]["capture"] for line in records.splitlines() if '"result"' in line[:20]]
     inference, latencies = pipeline.stats.window()
     no_frames = (0.0, 0.0)
     return Profile(
@@ -467,29 +492,8 @@ def profile(
         stages={name: percentiles(values, None) or no_frames for name, values in stages.items()},
         streams=n,
         pipeline_fps=pipeline.seq / elapsed if elapsed else 0.0,
-        waits=percentiles(waits.capture, None) or no_frames,
+        waits=percentiles(waits, None) or no_frames,
         inference_ms=percentiles(inference, None) or no_frames,
         latency_ms=percentiles(latencies, None) or no_frames,
         dropped=opened.dropped,
     )
-
-
-class _Waits:
-    """A sink that keeps each result's wait for the source (its ``timing_ms.capture``)."""
-
-    name = "waits"
-
-    def __init__(self) -> None:
-        self.capture: list[float] = []
-
-    def publish_result(self, record: Mapping[str, Any]) -> None:
-        self.capture.append(record["timing_ms"]["capture"])
-
-    def publish_stats(self, record: Mapping[str, Any]) -> None:
-        pass
-
-    def counters(self) -> Mapping[str, int | float]:
-        return {}
-
-    def close(self) -> None:
-        pass

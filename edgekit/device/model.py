@@ -25,13 +25,17 @@ logger = logging.getLogger(__name__)
 
 TaskName = Literal["classify", "detect"]
 DETECT_ROLES = ("boxes", "classes", "scores", "count")
-# A plain .tflite says nothing about resizing. It was calibrated and evaluated elsewhere, and the loops its users
-# start from stretch the whole frame with one bilinear resize: `cv2.resize(frame_rgb, (width, height))` (OpenCV's
-# default INTER_LINEAR) in EdjeElectronics' TFLite_detection_*.py and TF Lite's OpenCV-fed examples; pycoral's
-# classify_image.py uses Pillow's antialiased resize instead. An exact area average (INTER_AREA, 2.7-4 ms for a
-# 720x528 frame here, the cost of a small model's whole invoke) is what edgekit's converter calibrates with, a
-# conversion-time choice recorded in the manifest, not something a model made elsewhere needs. So a plain .tflite
-# gets the ``bilinear`` stretch (0.4-0.5 ms); ``run.downscale`` picks another.
+# A plain .tflite says nothing about resizing. It was trained and calibrated elsewhere, with a bilinear resize
+# in the models that users of these devices start from: TF-slim's eval preprocessing of the ImageNet MobileNets
+# (Coral's classifiers) is `tf.image.resize_bilinear`, the TF Object Detection API's `fixed_shape_resizer` of its
+# 300 px SSDs is bilinear; and the loops those users copy stretch the whole frame the same way:
+# `cv2.resize(frame_rgb, (width, height))`, OpenCV's default INTER_LINEAR, in EdjeElectronics'
+# TFLite_detection_*.py and TF Lite's OpenCV-fed examples (pycoral's classify_image.py uses Pillow's antialiased
+# resize instead). An exact area average (INTER_AREA: 2.7-4 ms for a 720x528 frame here, as much as a small
+# model's whole invoke) is what edgekit's converter calibrates with, a conversion-time choice its manifest records,
+# not something a model made elsewhere needs. So a plain .tflite gets the ``bilinear`` stretch (0.4-0.5 ms);
+# ``run.downscale`` picks another. It matters: on Megamind.avi, Coral's MobileNetV2 gives the same top-1 for 160 of
+# the 270 frames with the two (a cartoon, mostly low scores).
 PLAIN_PREPROCESS = Preprocess(policy="stretch", downscale="bilinear")
 
 
