@@ -61,6 +61,9 @@ class RunConfig:
     frames: int = ruled(0, lambda v: v >= 0, "0 (no limit) or more")
     realtime: bool = False
     only_changes: bool = False
+    # How frames are shrunk: "model" keeps the manifest's (a plain .tflite: one bilinear stretch, as the loops its
+    # users start from; see edgekit.device.model.PLAIN_PREPROCESS), or area / pyramid / bilinear.
+    downscale: Literal["model", "area", "pyramid", "bilinear"] = "model"
     stats_interval: float = ruled(10.0, lambda v: v >= 0, "0 (off) or more seconds")
     camera: str = ""
     # Detection only: keep these classes (labels or ids); empty keeps every class.

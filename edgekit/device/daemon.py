@@ -134,11 +134,20 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
     if not run.model:
         raise ConfigError(f"{where}: no model; pass --model DIR_OR_TFLITE or set 'run.model'")
     streams, threads = plan_streams(plan)
+    downscale = None if run.downscale == "model" else run.downscale
     model = open_model(
-        run.model, plan.device, threads, run.task, run.labels, probe=probe, fallback_cpu=run.fallback == "cpu"
+        run.model,
+        plan.device,
+        threads,
+        run.task,
+        run.labels,
+        downscale,
+        probe=probe,
+        fallback_cpu=run.fallback == "cpu",
     )
     replicas = [
-        open_model(run.model, plan.device, threads, run.task, run.labels, probe=False) for _ in range(streams - 1)
+        open_model(run.model, plan.device, threads, run.task, run.labels, downscale, probe=False)
+        for _ in range(streams - 1)
     ]
     settings = Settings(
         camera=camera_name(run),

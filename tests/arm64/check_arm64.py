@@ -164,6 +164,11 @@ def test_pyramid_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, d
     assert differing(preprocessed, "pyramid") == []
 
 
+def test_bilinear_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, dict]) -> None:
+    """A plain .tflite's default (INTER_LINEAR_EXACT, fixed point): the same bytes on a Pi."""
+    assert differing(preprocessed, "bilinear") == []
+
+
 @pytest.mark.xfail(strict=True, reason="INTER_AREA at a fractional factor: +-1 in <= 0.13% of pixels on aarch64")
 def test_area_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, dict]) -> None:
     assert differing(preprocessed, "area") == []

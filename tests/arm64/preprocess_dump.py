@@ -5,7 +5,7 @@
 Each run hashes the frames it decodes itself (the first COUNT frames of VIDEO, then each picture) and what
 `prepare` makes of the frames in FRAMES.npz: ``save`` writes its own decoded frames there first (the x86 run),
 ``load`` reads them (the emulated run), so that both architectures preprocess the very same bytes. The arm64 check
-compares the two: for both downscale modes, every resize policy, and sizes that shrink a frame by more than 2x,
+compares the two: for each downscale mode, every resize policy, and sizes that shrink a frame by more than 2x,
 by less than 2x, and enlarge it.
 """
 
@@ -56,7 +56,7 @@ def main() -> None:
     prepared: dict[str, str] = {}
     digests["prepared"] = prepared
     for name, frame in same:
-        for downscale in ("area", "pyramid"):
+        for downscale in ("area", "pyramid", "bilinear"):
             for policy, fraction in POLICIES:
                 pre = Preprocess(policy=policy, crop_fraction=fraction, downscale=downscale)  # type: ignore[arg-type]
                 for size in SIZES:
