@@ -56,11 +56,24 @@ class FrameTap(Protocol):
     def offer(self, frame: Frame, result: Mapping[str, Any], geometry: Geometry) -> None: ...
 
 
+class EventStage(Protocol):
+    """What turns results into event records (`edgekit.device.events.stage.DetectionEvents`).
+
+    ``observe`` runs in the frame loop with each result record (which it may amend: filtered detections out,
+    ``track_id`` in) and returns the event records to send; ``finish`` ends what is open when the run ends.
+    """
+
+    def observe(self, record: dict[str, Any], frame: Frame, geometry: Geometry) -> list[dict[str, Any]]: ...
+
+    def finish(self) -> list[dict[str, Any]]: ...
+
+
 class ChangeFilter:
     """Wraps a data sink so it only gets results whose content changed (``--only-changes``).
 
     "Changed" means: another top class (classification), or another multiset of detected class ids
-    (detection). Stats always pass. Sinks that must see every frame (the systemd notifier) are not wrapped.
+    (detection). Stats and records that are not results (events) always pass. Sinks that must see every frame
+    (the systemd notifier) are not wrapped.
     """
 
     def __init__(self, sink: Sink) -> None:
@@ -77,6 +90,9 @@ class ChangeFilter:
         return tuple(sorted(d["id"] for d in record["detections"]))
 
     def publish_result(self, record: Mapping[str, Any]) -> None:
+        if record.get("type") != "result":
+            self.sink.publish_result(record)
+            return
         key = self.key(record)
         if key == self._last:
             self.suppressed += 1
@@ -384,6 +400,8 @@ class Pipeline:
             notifier: it must see results flow to feed the watchdog).
         taps: offered every processed frame with its result (the preview server), see `FrameTap`.
         replicas: more loaded copies of ``model`` (own interpreters) for parallel streams; none: one stream.
+        events: the event stage (tracking, zones, events) fed with each result; its event records go to the
+            data sinks after the result (not to observers).
     """
 
     def __init__(
@@ -395,8 +413,10 @@ class Pipeline:
         observers: Sequence[Sink] = (),
         taps: Sequence[FrameTap] = (),
         replicas: Sequence[DeviceModel] = (),
+        events: EventStage | None = None,
     ) -> None:
         self.model = model
+        self.events = events
         self.replicas = list(replicas)
         self.source = source
         self.settings = settings
@@ -459,13 +479,19 @@ class Pipeline:
             for result in results:
                 self._emit(result)
                 if self._after_frame():
-                    return "frames"
+                    reason = "frames"
+                    break
+            else:
+                reason = (self.stop_reason or "stop") if self._stop.is_set() else "end"
+            if self.events is not None:
+                for event in self.events.finish():  # the objects still in view: their events end with the run
+                    self._send_event(event)
         except BrokenPipeError:
             logger.info("stdout was closed; stopping")
             return "closed"
         finally:
             results.close()  # stops the producer's threads (its own finally)
-        return (self.stop_reason or "stop") if self._stop.is_set() else "end"
+        return reason
 
     def _sequential(self) -> Generator[Inferred, None, None]:
         """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn."""
@@ -565,7 +591,10 @@ class Pipeline:
                 "total": _ms(r.done - r.asked),
             },
         }
+        events = self.events.observe(record, r.frame, r.geometry) if self.events is not None else ()
         self._send(record, result=True)
+        for event in events:
+            self._send_event(event)
         for tap in self.taps:
             tap.offer(r.frame, record, r.geometry)
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
@@ -610,6 +639,16 @@ class Pipeline:
                 raise
             except Exception as exc:  # one misbehaving sink must not take the camera down with it
                 logger.error("sink %s failed on a %s record: %s", sink.name, record.get("type"), exc, exc_info=exc)
+
+    def _send_event(self, record: Mapping[str, Any]) -> None:
+        """An event record to every data sink (observers such as the watchdog notifier count results only)."""
+        for sink in self.data_sinks:
+            try:
+                sink.publish_result(record)
+            except (BrokenPipeError, SinkError):
+                raise
+            except Exception as exc:
+                logger.error("sink %s failed on an event record: %s", sink.name, exc, exc_info=exc)
 
     def publish_stats(self) -> None:
         """Send a stats record to every sink and observer now."""

@@ -7,9 +7,10 @@ PUBACK and disconnects. A message leaves the queue only when the broker has ackn
 unacknowledged ones after a reconnect (with the DUP flag), and the sender waits for those before sending newer
 ones, so order survives a broker restart and delivery is at least once.
 
-Topics: `<prefix>/<camera>/result`, `<prefix>/<camera>/stats`, `<prefix>/status` (`online`/`offline`, retained,
-`offline` also the last will). A refused CONNACK (bad credentials, not authorised) or an untrusted TLS
-certificate stops the client instead of retrying, and the next publish raises `SinkError`.
+Topics: `<prefix>/<camera>/result`, `<prefix>/<camera>/events` (event records), `<prefix>/<camera>/stats`,
+`<prefix>/status` (`online`/`offline`, retained, `offline` also the last will). A refused CONNACK (bad credentials,
+not authorised) or an untrusted TLS certificate stops the client instead of retrying, and the next publish raises
+`SinkError`.
 """
 
 from __future__ import annotations
@@ -144,12 +145,15 @@ class MqttSink:
     # --- the Sink protocol ----------------------------------------------------------------------------------
 
     def publish_result(self, record: Mapping[str, Any]) -> None:
-        """Queue a result record for `<prefix>/<camera>/result`; returns at once.
+        """Queue a result record for `<prefix>/<camera>/result` (an event record: `<prefix>/<camera>/events`).
 
         Raises:
             SinkError: the broker refused this client for good (credentials, ACL, TLS trust).
         """
         camera = self._camera_of(record)
+        if record.get("type") == "event":
+            self._enqueue(f"{self.address.prefix}/{camera}/events", record, retain=False)
+            return
         if self._cfg.homeassistant and camera not in self._cameras:
             self._discover(camera, str(record.get("task", "classify")))
         self._enqueue(f"{self.address.prefix}/{camera}/result", record, retain=False)

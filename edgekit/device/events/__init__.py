@@ -1,0 +1,1 @@
+"""Tracked objects and the event records about them (new, update, end)."""

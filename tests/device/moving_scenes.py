@@ -1,0 +1,145 @@
+"""Generated videos of shapes that move, cross, stop and leave, with their ground-truth tracks.
+
+The shapes are those the test detector was trained on (`edgekit.convert.detect.scenes`), drawn the same way,
+over a crop of a real photo; each object follows waypoints (a repeated waypoint is a stop) and can enter and
+leave the frame. `converted_shape_detector` turns the cached trained detector into an edgekit model folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.convert.detect.scenes import SHAPE_CLASSES, _draw_shape, load_photos
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("EDGEKIT_CACHE_DIR", REPO / ".edgekit-cache"))
+
+
+@dataclass(frozen=True)
+class Mover:
+    """One object: a shape of side ``size`` (fraction of the frame height) visiting ``path`` points.
+
+    ``path`` is (frame, cx, cy) waypoints in fractions of the frame; between two the centre moves linearly; the
+    object exists from the first waypoint's frame to the last's.
+    """
+
+    label: str
+    size: float
+    path: tuple[tuple[int, float, float], ...]
+    seed: int = 0
+
+    def centre(self, frame: int) -> tuple[float, float] | None:
+        if frame < self.path[0][0] or frame > self.path[-1][0]:
+            return None
+        for (f0, x0, y0), (f1, x1, y1) in zip(self.path, self.path[1:], strict=False):
+            if f0 <= frame <= f1:
+                a = (frame - f0) / max(f1 - f0, 1)
+                return x0 + a * (x1 - x0), y0 + a * (y1 - y0)
+        return self.path[-1][1], self.path[-1][2]
+
+
+@dataclass(frozen=True)
+class Sequence_:
+    """A generated video: frames (BGR) and, per frame, the visible objects (id, label, box in pixels xyxy)."""
+
+    frames: np.ndarray
+    truth: list[list[tuple[int, str, tuple[float, float, float, float]]]]
+
+
+def render(movers: Sequence[Mover], frames: int, size: tuple[int, int] = (240, 320), background: int = 0) -> Sequence_:
+    """Draw ``frames`` frames of ``size`` (height, width) with ``movers`` over photo number ``background``.
+
+    A box that leaves the frame is clipped; an object whose visible part is below 60% of its box is not in the
+    truth of that frame (the detector cannot be asked to find a sliver).
+    """
+    import cv2
+
+    photos = load_photos(REPO / "tests" / "data" / "photos")
+    photo = photos[background % len(photos)]
+    h, w = size
+    ph, pw = photo.shape[:2]
+    scale = max(h / ph, w / pw)
+    resized = cv2.resize(photo, (round(pw * scale) + 1, round(ph * scale) + 1), interpolation=cv2.INTER_AREA)
+    base = np.ascontiguousarray(resized[:h, :w])
+    out = np.empty((frames, h, w, 3), np.uint8)
+    truth: list[list[tuple[int, str, tuple[float, float, float, float]]]] = []
+    for f in range(frames):
+        canvas = base.copy()
+        visible = []
+        for oid, m in enumerate(movers, start=1):
+            c = m.centre(f)
+            if c is None:
+                continue
+            side = m.size * h
+            left, top = c[0] * w - side / 2, c[1] * h - side / 2
+            _draw_shape(cv2, canvas, m.label, top, left, side, side, np.random.default_rng(m.seed + oid))
+            x0, y0, x1, y1 = max(left, 0.0), max(top, 0.0), min(left + side, w), min(top + side, h)
+            if x1 > x0 and y1 > y0 and (x1 - x0) * (y1 - y0) >= 0.6 * side * side:
+                visible.append((oid, m.label, (x0, y0, x1, y1)))
+        out[f] = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
+        truth.append(visible)
+    return Sequence_(out, truth)
+
+
+def write_video(seq: Sequence_, path: Path, fps: float = 10.0) -> Path:
+    """An MJPEG .avi of the frames (what OpenCV writes everywhere, and `edgekit run` reads)."""
+    import cv2
+
+    h, w = seq.frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for frame in seq.frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def random_movers(rng: np.random.Generator, count: int, frames: int) -> list[Mover]:
+    """Objects that enter from one side, cross (some stop on the way), and leave, for tuning or evaluation."""
+    movers = []
+    for i in range(count):
+        label = SHAPE_CLASSES[int(rng.integers(len(SHAPE_CLASSES)))]
+        size = float(rng.uniform(0.22, 0.32))
+        start = int(rng.integers(0, frames // 3))
+        length = int(rng.integers(frames // 3, frames - start))
+        y0, y1 = float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.25, 0.75))
+        x0, x1 = (0.1, 0.9) if rng.random() < 0.5 else (0.9, 0.1)
+        path = [(start, x0, y0)]
+        if rng.random() < 0.4:  # stops halfway for a while
+            mid = start + length // 2
+            xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+            path += [(mid - length // 6, xm, ym), (mid + length // 6, xm, ym)]
+        path.append((start + length, x1, y1))
+        movers.append(Mover(label, size, tuple(path), seed=int(rng.integers(1 << 30)) + i))
+    return movers
+
+
+def converted_shape_detector(data_dir: Path) -> Path:
+    """An edgekit model folder of the shape detector: trained once, converted once, both cached in CACHE.
+
+    The conversion (about 100 s on two shared cores) is cached beside the trained model, under its name.
+    """
+    import shutil
+    import tempfile
+
+    from edgekit.convert.detect.demo import Recipe, trained_shape_detector
+    from edgekit.convert.detect.pipeline import convert_detector
+    from edgekit.convert.detect.scenes import make_scenes, write_eval_folder
+
+    saved_model = trained_shape_detector(data_dir / "photos", CACHE, Recipe())
+    done = CACHE / f"converted-{saved_model.parent.name}-v1"
+    if (done / "edgekit.json").is_file():
+        return done
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix=".converting-") as tmp:
+        calib = write_eval_folder(make_scenes(load_photos(data_dir / "photos"), 40, 160, seed=101), Path(tmp) / "c")
+        out = Path(tmp) / "model"
+        convert_detector(saved_model, calib, out, labels=saved_model.parent / "labels.txt", num_calib=40)
+        try:
+            os.replace(out, done)  # atomic: a cache entry with edgekit.json is complete
+        except OSError:  # another process got there first
+            shutil.rmtree(out, ignore_errors=True)
+    return done
