@@ -16,8 +16,13 @@ import numpy as np
 
 from edgekit.convert.detect.scenes import SHAPE_CLASSES, _draw_shape, load_photos
 
+from edgekit.convert.detect.demo import Recipe
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("EDGEKIT_CACHE_DIR", REPO / ".edgekit-cache"))
+# The recipe of benchmarks/convert_detect.py (float mAP@0.5 >= 0.8 there), so both share one cached training
+# (about 10 minutes on two cores, once); the quick recipe of tests/convert finds no shapes in these videos.
+DETECTOR_RECIPE = Recipe(input_size=160, alpha=0.35, train_scenes=2000, steps=1500)
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,9 @@ class Sequence_:
 def render(movers: Sequence[Mover], frames: int, size: tuple[int, int] = (240, 320), background: int = 0) -> Sequence_:
     """Draw ``frames`` frames of ``size`` (height, width) with ``movers`` over photo number ``background``.
 
-    A box that leaves the frame is clipped; an object whose visible part is below 60% of its box is not in the
-    truth of that frame (the detector cannot be asked to find a sliver).
+    Objects are drawn in list order (later ones in front). A box that leaves the frame is clipped; an object of
+    which less than 60% of its box shows (off the frame, or behind the boxes of objects in front) is not in the
+    truth of that frame: the detector cannot be asked to find a sliver.
     """
     import cv2
 
@@ -70,7 +76,7 @@ def render(movers: Sequence[Mover], frames: int, size: tuple[int, int] = (240, 3
     truth: list[list[tuple[int, str, tuple[float, float, float, float]]]] = []
     for f in range(frames):
         canvas = base.copy()
-        visible = []
+        placed = []
         for oid, m in enumerate(movers, start=1):
             c = m.centre(f)
             if c is None:
@@ -79,10 +85,17 @@ def render(movers: Sequence[Mover], frames: int, size: tuple[int, int] = (240, 3
             left, top = c[0] * w - side / 2, c[1] * h - side / 2
             _draw_shape(cv2, canvas, m.label, top, left, side, side, np.random.default_rng(m.seed + oid))
             x0, y0, x1, y1 = max(left, 0.0), max(top, 0.0), min(left + side, w), min(top + side, h)
-            if x1 > x0 and y1 > y0 and (x1 - x0) * (y1 - y0) >= 0.6 * side * side:
-                visible.append((oid, m.label, (x0, y0, x1, y1)))
+            if x1 > x0 and y1 > y0:
+                placed.append((oid, m.label, (x0, y0, x1, y1), side * side))
+        covered = np.zeros((h, w), bool)
+        visible = []
+        for oid, label, box, full in reversed(placed):  # front to back
+            x0, y0, x1, y1 = (round(v) for v in box)
+            if (~covered[y0:y1, x0:x1]).sum() >= 0.6 * full:
+                visible.append((oid, label, box))
+            covered[y0:y1, x0:x1] = True
         out[f] = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
-        truth.append(visible)
+        truth.append(sorted(visible))
     return Sequence_(out, truth)
 
 
@@ -126,11 +139,11 @@ def converted_shape_detector(data_dir: Path) -> Path:
     import shutil
     import tempfile
 
-    from edgekit.convert.detect.demo import Recipe, trained_shape_detector
+    from edgekit.convert.detect.demo import trained_shape_detector
     from edgekit.convert.detect.pipeline import convert_detector
     from edgekit.convert.detect.scenes import make_scenes, write_eval_folder
 
-    saved_model = trained_shape_detector(data_dir / "photos", CACHE, Recipe())
+    saved_model = trained_shape_detector(data_dir / "photos", CACHE, DETECTOR_RECIPE)
     done = CACHE / f"converted-{saved_model.parent.name}-v1"
     if (done / "edgekit.json").is_file():
         return done
