@@ -132,8 +132,6 @@ def run_sequence(model_dir: Path, seed: int, tmp: Path) -> dict[str, Any]:
         "objects": int(summary["num_objects"].iloc[0]),
         "misses": int(summary["num_misses"].iloc[0]),
         "false": int(summary["num_false_positives"].iloc[0]),
-        "misses": int(summary["num_misses"].iloc[0]),
-        "false": int(summary["num_false_positives"].iloc[0]),
         "tracks": len({r["id"] for r in events}),
         "truth_tracks": len({oid for frame in seq.truth for oid, _, _ in frame}),
         "stage_us": float(np.median(stage.seconds)) * 1e6,
