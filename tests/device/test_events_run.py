@@ -15,7 +15,7 @@ from edgekit.cli import cli
 from edgekit.config import dump_toml
 from tests.conftest import REPO
 from tests.device.moving_scenes import Mover, render, write_video
-from tests.device.mqtt_broker import Broker, Subscriber
+from tests.device.mqtt_broker import Broker, Subscriber, retained, retained_becomes
 
 FPS = 10.0
 
@@ -60,6 +60,7 @@ def test_mqtt_gets_each_objects_exact_event_sequence_through_the_zone(
         dump_toml(
             {
                 "run": {"camera": "yard", "stats_interval": 0.0, "realtime": True},
+                "mqtt": {"homeassistant": True, "device_id": "pi"},
                 "tracking": {"end_after": 1.0},
                 # Only zones make updates here: no score steps, no stopping.
                 "events": {"score_step": 1.0, "stationary_frames": 1000},
@@ -95,3 +96,15 @@ def test_mqtt_gets_each_objects_exact_event_sequence_through_the_zone(
     # video did (6.5 s): the end time is the last sighting, not the moment the end was decided.
     for e in ends:
         assert 3.0 < e["end"] - e["start"] < 4.6
+
+    # Home Assistant: per zone and label, occupancy and count from the tracked objects, back to 0 at the end.
+    for label in ("circle", "square"):
+        topic = f"cams/yard/middle/{label}"
+        assert [p for p, _ in sub.raw(topic)] == [b"1", b"0"]  # in once, out once: no per-frame flicker
+        assert retained_becomes(broker.port, topic, b"0")
+        occupancy = json.loads(
+            retained(broker.port, f"homeassistant/binary_sensor/edgekit_pi/yard_middle_{label}_occupancy/config")
+        )
+        count = json.loads(retained(broker.port, f"homeassistant/sensor/edgekit_pi/yard_middle_{label}_count/config"))
+        assert occupancy["state_topic"] == count["state_topic"] == topic
+        assert occupancy["device_class"] == "occupancy" and occupancy["availability_topic"] == "cams/status"
