@@ -84,6 +84,10 @@ class Timed:
         self.seconds.append(time.perf_counter() - t0)
         return out
 
+    @property
+    def needs_frames(self) -> bool:
+        return self.stage.needs_frames
+
     def finish(self) -> list[dict[str, Any]]:
         return self.stage.finish()
 

@@ -147,6 +147,17 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class SnapshotsConfig:
+    """The best frame of each event (highest score with the box clear of the frame's edges), saved at its end."""
+
+    enabled: bool = False
+    folder: str = ""  # also write <camera>-<label>-<event id>.jpg here (empty: MQTT only)
+    max_mb: float = ruled(100.0, lambda v: v > 0, "above 0")  # the folder's size cap: oldest files go first
+    margin: float = ruled(0.25, lambda v: 0 <= v <= 2, "0..2 (a fraction of the box's size)")
+    quality: int = ruled(80, lambda v: 1 <= v <= 100, "1..100")
+
+
+@dataclass(frozen=True)
 class FilterConfig:
     """Per-label filters (``[objects.filters.LABEL]``): detections that fail one are not tracked."""
 
@@ -188,6 +199,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     zones: dict[str, ZoneConfig] = field(default_factory=dict)
 

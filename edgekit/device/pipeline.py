@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -63,9 +63,19 @@ class EventStage(Protocol):
     ``track_id`` in) and returns the event records to send; ``finish`` ends what is open when the run ends.
     """
 
+    @property
+    def needs_frames(self) -> bool: ...
+
     def observe(self, record: dict[str, Any], frame: Frame, geometry: Geometry) -> list[dict[str, Any]]: ...
 
     def finish(self) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class SnapshotSink(Protocol):
+    """A sink that also takes event snapshots (JPEG bytes): the MQTT sink. Others get no snapshot records."""
+
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None: ...
 
 
 class ChangeFilter:
@@ -421,6 +431,7 @@ class Pipeline:
         self.source = source
         self.settings = settings
         self.data_sinks: list[Sink] = [ChangeFilter(s) if settings.only_changes else s for s in sinks]
+        self._snapshot_sinks = [s for s in sinks if isinstance(s, SnapshotSink)]
         self.observers = list(observers)
         self._result_sinks = [*self.data_sinks, *self.observers]  # the order records go out in
         self.taps = list(taps)
@@ -546,7 +557,7 @@ class Pipeline:
             self._postprocess,
             self._stop,
             self.settings.frames,
-            keep_images=bool(self.taps),
+            keep_images=bool(self.taps) or (self.events is not None and self.events.needs_frames),
         )
         try:
             while not self._stop.is_set():
@@ -641,7 +652,17 @@ class Pipeline:
                 logger.error("sink %s failed on a %s record: %s", sink.name, record.get("type"), exc, exc_info=exc)
 
     def _send_event(self, record: Mapping[str, Any]) -> None:
-        """An event record to every data sink (observers such as the watchdog notifier count results only)."""
+        """An event record to every data sink (observers such as the watchdog notifier count results only);
+        a snapshot record to the sinks that take snapshots."""
+        if record["type"] == "snapshot":
+            for snapshot_sink in self._snapshot_sinks:
+                try:
+                    snapshot_sink.publish_snapshot(record["camera"], record["label"], record["jpeg"])
+                except SinkError:
+                    raise
+                except Exception as exc:
+                    logger.error("sink failed on a snapshot: %s", exc, exc_info=exc)
+            return
         for sink in self.data_sinks:
             try:
                 sink.publish_result(record)

@@ -245,3 +245,25 @@ def test_change_filter_and_stdout_pass_event_records(tmp_path: Path) -> None:
         sink.publish_result(rec)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines == [result, event, event]  # the repeated result is suppressed, events never are
+
+
+def test_snapshot_crop_has_the_margin_and_the_box_and_the_folder_keeps_under_its_cap(tmp_path: Path) -> None:
+    import os
+
+    import cv2
+
+    from edgekit.device.events.snapshots import SnapshotFolder, render
+    from edgekit.device.events.spec import SnapshotSpec
+
+    image = np.full((240, 320, 3), 200, np.uint8)
+    box = {"xmin": 100.0, "ymin": 80.0, "xmax": 180.0, "ymax": 160.0}
+    crop = cv2.imdecode(np.frombuffer(render(image, box, 0.25, 95), np.uint8), cv2.IMREAD_COLOR)
+    assert crop.shape[:2] == (121, 121)  # 80 px and 20 px a side
+    b, g, r = (int(v) for v in crop[60, 20])  # on the box's left edge
+    assert r > 150 and r > b + 60 and r > g + 60  # drawn in red
+    assert tuple(int(v) for v in crop[60, 60]) == pytest.approx((200, 200, 200), abs=3)  # inside untouched
+    folder = SnapshotFolder(SnapshotSpec(tmp_path / "snaps", 2500, 0.25, 80))
+    for i in range(4):
+        path = folder.save(f"cam-circle-{i}.jpg", bytes(1000))
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+    assert sorted(p.name for p in (tmp_path / "snaps").iterdir()) == ["cam-circle-2.jpg", "cam-circle-3.jpg"]

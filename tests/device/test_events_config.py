@@ -19,6 +19,8 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("tracking.end_after", {"tracking": {"end_after": 0.0}}, "key 'tracking.end_after' must be above 0 seconds"),
     ("tracking.iou", {"tracking": {"iou": 1.0}}, "key 'tracking.iou' must be between 0 and 1 (exclusive)"),
     ("window below min_hits", {"tracking": {"min_hits": 4, "window": 2}}, "key 'tracking.window' (2) must be at"),
+    ("snapshots.quality", {"snapshots": {"quality": 0}}, "key 'snapshots.quality' must be 1..100, got 0"),
+    ("snapshots.max_mb", {"snapshots": {"max_mb": 0.0}}, "key 'snapshots.max_mb' must be above 0, got 0.0"),
     ("events.score_step", {"events": {"score_step": 0.0}}, "key 'events.score_step' must be above 0 and at most 1"),
     ("unknown zone key", {"zones": {"drive": {"coords": SQUARE}}}, "unknown key 'zones.drive.coords'"),
     ("zone points", {"zones": {"drive": {"coordinates": [[0, 0], [1, 1]]}}}, "key 'zones.drive.coordinates' must"),

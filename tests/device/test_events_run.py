@@ -61,6 +61,7 @@ def test_mqtt_gets_each_objects_exact_event_sequence_through_the_zone(
             {
                 "run": {"camera": "yard", "stats_interval": 0.0, "realtime": True},
                 "mqtt": {"homeassistant": True, "device_id": "pi"},
+                "snapshots": {"enabled": True, "folder": str(tmp_path / "snaps"), "margin": 0.25},
                 "tracking": {"end_after": 1.0},
                 # Only zones make updates here: no score steps, no stopping.
                 "events": {"score_step": 1.0, "stationary_frames": 1000},
@@ -92,10 +93,29 @@ def test_mqtt_gets_each_objects_exact_event_sequence_through_the_zone(
         ]
     ends = [e for e in events if e["event"] == "end"]
     assert sorted(e["label"] for e in ends) == ["circle", "square"]
+    assert all(e["has_snapshot"] for e in ends) and not any(e["has_snapshot"] for e in events if e not in ends)
     # Both were last seen at frame 40 (4 s of video, played in real time) and ended a second later, before the
     # video did (6.5 s): the end time is the last sighting, not the moment the end was decided.
     for e in ends:
         assert 3.0 < e["end"] - e["start"] < 4.6
+
+    # One snapshot per object: retained, a JPEG of the object with a margin, and the same file in the folder.
+    import cv2
+    import numpy as np
+
+    for e in ends:
+        topic = f"cams/yard/{e['label']}/snapshot"
+        assert len(sub.raw(topic)) == 1
+        jpeg = retained(broker.port, topic)
+        assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        side = 0.3 * 240  # the movers' size; the detector's box is within a few pixels of it, the crop adds 25% a side
+        assert all(1.1 * side <= n <= 2.0 * side for n in image.shape[:2]), image.shape  # not the 320x240 frame
+        saved = tmp_path / "snaps" / f"yard-{e['label']}-{e['id']}.jpg"
+        assert saved.read_bytes() == jpeg
+    assert sorted(p.name for p in (tmp_path / "snaps").iterdir()) == sorted(
+        f"yard-{e['label']}-{e['id']}.jpg" for e in ends
+    )
 
     # Home Assistant: per zone and label, occupancy and count from the tracked objects, back to 0 at the end.
     for label in ("circle", "square"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +53,16 @@ class ZoneSpec:
 
 
 @dataclass(frozen=True)
+class SnapshotSpec:
+    """``[snapshots]``, checked."""
+
+    folder: Path | None
+    max_bytes: int
+    margin: float
+    quality: int
+
+
+@dataclass(frozen=True)
 class EventsSpec:
     """What the event stage of a detection run does (`edgekit.device.events.stage.DetectionEvents`)."""
 
@@ -66,6 +77,7 @@ class EventsSpec:
     mask: tuple[Polygon, ...]
     filters: dict[str, LabelFilter]
     zones: tuple[ZoneSpec, ...]
+    snapshots: SnapshotSpec | None = None
 
 
 def build_spec(config: Config, labels: Collection[str], model_name: str, where: str) -> EventsSpec | None:
@@ -112,6 +124,10 @@ def build_spec(config: Config, labels: Collection[str], model_name: str, where: 
         )
     if not tracking.enabled:
         return None
+    snapshots = None
+    s = config.snapshots
+    if s.enabled:
+        snapshots = SnapshotSpec(Path(s.folder) if s.folder else None, int(s.max_mb * 1024 * 1024), s.margin, s.quality)
     return EventsSpec(
         iou=tracking.iou,
         min_score=tracking.min_score,
@@ -124,6 +140,7 @@ def build_spec(config: Config, labels: Collection[str], model_name: str, where: 
         mask=mask,
         filters=filters,
         zones=tuple(zones),
+        snapshots=snapshots if events.enabled else None,
     )
 
 

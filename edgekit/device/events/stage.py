@@ -50,6 +50,9 @@ class _Object:
     stationary: bool = False
     sent: tuple[Any, ...] = ()  # what the last record said (label, zones, stationary)
     sent_top: float = 0.0
+    best: tuple[Frame, Any] | None = None  # the snapshot's frame and box (references: frames are immutable)
+    best_score: float = -1.0
+    has_snapshot: bool = False
 
 
 class DetectionEvents:
@@ -71,6 +74,17 @@ class DetectionEvents:
         self._label_masks: dict[str, list[np.ndarray]] = {}
         self._zones: list[tuple[str, np.ndarray, frozenset[str], int, float]] = []
         self._camera = ""
+        self._snapshots = spec.snapshots
+        self._folder = None
+        if spec.snapshots is not None and spec.snapshots.folder is not None:
+            from edgekit.device.events.snapshots import SnapshotFolder
+
+            self._folder = SnapshotFolder(spec.snapshots)
+
+    @property
+    def needs_frames(self) -> bool:
+        """Whether `observe` keeps frames (for snapshots): the pipeline must not drop their images."""
+        return self._snapshots is not None
 
     def _place(self, size: tuple[int, int]) -> None:
         """Polygons as fractions of the frame (pixel ones need the frame's size: known from the first frame)."""
@@ -132,10 +146,10 @@ class DetectionEvents:
             d["track_id"] = t.id
         if not self.spec.events:
             return []
-        out = [self._end(t) for t in ended if t.id in self._objects]
+        out = [r for t in ended if t.id in self._objects for r in self._end(t)]
         for d, t in zip(kept, tracks, strict=True):
             if t.confirmed:
-                out.extend(self._seen(t, d, ts))
+                out.extend(self._seen(t, d, frame))
         return out
 
     def finish(self) -> list[dict[str, Any]]:
@@ -143,11 +157,12 @@ class DetectionEvents:
         if not self.spec.events:
             return []
         tracks = {t.id: t for t in self.tracker.tracks}
-        out = [self._end(tracks[tid]) for tid in list(self._objects) if tid in tracks]
+        out = [r for tid in list(self._objects) if tid in tracks for r in self._end(tracks[tid])]
         self._objects.clear()
         return out
 
-    def _seen(self, t: Track, d: dict[str, Any], ts: float) -> list[dict[str, Any]]:
+    def _seen(self, t: Track, d: dict[str, Any], frame: Frame) -> list[dict[str, Any]]:
+        ts = frame.timestamp
         obj = self._objects.get(t.id)
         new = obj is None
         if obj is None:
@@ -163,6 +178,10 @@ class DetectionEvents:
             self._objects[t.id] = obj
         obj.box, obj.score, obj.label = d["box"], d["score"], t.label
         obj.top_score = max(obj.top_score, d["score"])
+        if self._snapshots is not None and d["score"] > obj.best_score and frame.image.size:
+            x0, y0, x1, y1 = t.box
+            if x0 > 0.002 and y0 > 0.002 and x1 < 0.998 and y1 < 0.998:  # the whole object is in the picture
+                obj.best, obj.best_score = (frame, d["box"]), d["score"]
         self._update_zones(obj, t, ts)
         self._update_still(obj, t.box)
         said = (obj.label, tuple(obj.current), tuple(obj.entered), obj.stationary)
@@ -206,10 +225,24 @@ class DetectionEvents:
                 return
         obj.anchor, obj.still, obj.stationary = box, 0, False
 
-    def _end(self, t: Track) -> dict[str, Any]:
+    def _end(self, t: Track) -> list[dict[str, Any]]:
+        """The end record, after the snapshot record when there is a snapshot."""
         obj = self._objects.pop(t.id)
         obj.current = []
-        return self._record("end", obj, t, t.last_seen)
+        out = []
+        if self._snapshots is not None and obj.best is not None:
+            from edgekit.device.events.snapshots import render
+
+            frame, box = obj.best
+            jpeg = render(frame.image, box, self._snapshots.margin, self._snapshots.quality, frame.color)
+            if self._folder is not None:
+                self._folder.save(f"{self._camera}-{obj.label}-{obj.event_id}.jpg", jpeg)
+            out.append(
+                {"type": "snapshot", "camera": self._camera, "label": obj.label, "id": obj.event_id, "jpeg": jpeg}
+            )
+            obj.has_snapshot = True
+        out.append(self._record("end", obj, t, t.last_seen))
+        return out
 
     def _record(self, kind: str, obj: _Object, t: Track, end: float | None) -> dict[str, Any]:
         return {
@@ -226,6 +259,6 @@ class DetectionEvents:
             "entered_zones": list(obj.entered),
             "current_zones": list(obj.current),
             "stationary": obj.stationary,
-            "has_snapshot": False,
+            "has_snapshot": obj.has_snapshot,
             "track_id": t.id,
         }

@@ -162,6 +162,11 @@ class MqttSink:
             self._discover(camera, str(record.get("task", "classify")))
         self._enqueue(f"{self.address.prefix}/{camera}/result", record, retain=False)
 
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        """Queue an event's snapshot (JPEG) for `<prefix>/<camera>/<label>/snapshot`, retained."""
+        topic = f"{self.address.prefix}/{topic_level(camera) if camera else self._camera}/{topic_level(label)}/snapshot"
+        self._enqueue_payload(topic, jpeg, retain=True)
+
     def publish_stats(self, record: Mapping[str, Any]) -> None:
         """Queue a stats record for `<prefix>/<camera>/stats` (retained when `mqtt.retain`)."""
         self._enqueue(f"{self.address.prefix}/{self._camera_of(record)}/stats", record, retain=self._cfg.retain)
