@@ -55,6 +55,10 @@ class FrameTap(Protocol):
 
     def offer(self, frame: Frame, result: Mapping[str, Any], geometry: Geometry) -> None: ...
 
+    def offer_event(self, record: Mapping[str, Any]) -> None:
+        """An event or snapshot record (`edgekit.device.events`), after the sinks got it; O(1) as well."""
+        ...
+
 
 class EventStage(Protocol):
     """What turns results into event records (`edgekit.device.events.stage.DetectionEvents`).
@@ -662,14 +666,16 @@ class Pipeline:
                     raise
                 except Exception as exc:
                     logger.error("sink failed on a snapshot: %s", exc, exc_info=exc)
-            return
-        for sink in self.data_sinks:
-            try:
-                sink.publish_result(record)
-            except (BrokenPipeError, SinkError):
-                raise
-            except Exception as exc:
-                logger.error("sink %s failed on an event record: %s", sink.name, exc, exc_info=exc)
+        else:
+            for sink in self.data_sinks:
+                try:
+                    sink.publish_result(record)
+                except (BrokenPipeError, SinkError):
+                    raise
+                except Exception as exc:
+                    logger.error("sink %s failed on an event record: %s", sink.name, exc, exc_info=exc)
+        for tap in self.taps:
+            tap.offer_event(record)
 
     def publish_stats(self) -> None:
         """Send a stats record to every sink and observer now."""

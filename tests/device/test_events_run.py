@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
@@ -20,14 +21,14 @@ from tests.device.mqtt_broker import Broker, Subscriber, retained, retained_beco
 FPS = 10.0
 
 
-def crossing_video(tmp_path: Path) -> Path:
+def crossing_video(tmp_path: Path, frames: int = 65) -> Path:
     """A circle going right along the top and a square going left along the bottom, both through the middle
-    third of the frame, then 2.5 s of empty background (they leave by vanishing, fully visible until then)."""
+    third of the frame in 4 s, then empty background (they leave by vanishing, fully visible until then)."""
     movers = [
         Mover("circle", 0.3, ((0, 0.2, 0.3), (40, 0.8, 0.3)), seed=1),
         Mover("square", 0.3, ((0, 0.8, 0.72), (40, 0.2, 0.72)), seed=2),
     ]
-    return write_video(render(movers, 65, background=3), tmp_path / "crossing.avi", FPS)
+    return write_video(render(movers, frames, background=3), tmp_path / "crossing.avi", FPS)
 
 
 def test_detector_run_prints_events_with_no_extra_options(shape_detector_dir: Path, tmp_path: Path) -> None:
@@ -128,3 +129,60 @@ def test_mqtt_gets_each_objects_exact_event_sequence_through_the_zone(
         count = json.loads(retained(broker.port, f"homeassistant/sensor/edgekit_pi/yard_middle_{label}_count/config"))
         assert occupancy["state_topic"] == count["state_topic"] == topic
         assert occupancy["device_class"] == "occupancy" and occupancy["availability_topic"] == "cams/status"
+
+
+def test_preview_page_lists_the_events_with_their_snapshots_in_headless_chromium(
+    shape_detector_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from tests.device.test_http import _free_port, _get, _reachable, _wait_for
+    from tests.tools import cdp
+
+    binary = cdp.find_chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/"
+    config = tmp_path / "edgekit.toml"
+    config.write_text(
+        dump_toml(
+            {
+                "run": {"camera": "yard", "realtime": True},
+                "tracking": {"end_after": 1.0},
+                "snapshots": {"enabled": True},
+            }
+        )
+    )
+    video = crossing_video(tmp_path, frames=150)  # the objects are gone after 4 s; the video plays 15 s
+    command = [sys.executable, "-m", "edgekit", "run", "-c", str(config), "--model", str(shape_detector_dir)]
+    command += ["--source", str(video), "--sink", "file:" + os.devnull, "--http", f"127.0.0.1:{port}"]
+    run = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
+    browser = None
+    try:
+        _wait_for(lambda: _reachable(base), what="the preview server")
+        browser = cdp.Browser(binary)
+        browser.call("Page.navigate", url=base)
+        shown = "[...document.querySelectorAll('#events li.event')].map(li => li.textContent)"
+        texts = _wait_for(lambda: len(t := browser.evaluate(shown)) == 2 and t, what="two events")
+        loaded = (
+            "[...document.querySelectorAll('#events img.snapshot')]"
+            ".filter(i => i.complete && i.naturalWidth > 0).length"
+        )
+        _wait_for(lambda: browser.evaluate(loaded) == 2, what="both snapshots shown", timeout=20)
+        texts = browser.evaluate(shown)
+        assert sorted(t.split(",")[0].split(" ")[0] for t in texts) == ["circle", "square"]
+        assert not any("(now)" in t for t in texts)  # both ended
+        events = json.loads(_get(base + "api/events")[2])
+        assert [e["event"] for e in events] == ["end", "end"] and all(e["has_snapshot"] for e in events)
+        status, headers, jpeg = _get(base + events[0]["snapshot"])
+        assert status == 200 and headers["Content-Type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+        assert _get(base + "api/events/nope/snapshot.jpg")[0] == 404
+        assert browser.errors == [], browser.errors
+    finally:
+        if browser is not None:
+            browser.close()
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=20)
+    assert run.returncode == 0, stderr.decode()[-2000:]
