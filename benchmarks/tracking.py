@@ -16,6 +16,7 @@ Prints a table and exits 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -36,6 +37,7 @@ from edgekit.device.events.stage import DetectionEvents  # noqa: E402
 from edgekit.device.events.tracker import iou_matrix  # noqa: E402
 from edgekit.device.model import open_model  # noqa: E402
 from edgekit.device.pipeline import Pipeline, Settings  # noqa: E402
+from edgekit.device.sinks.file import FileSink  # noqa: E402
 from edgekit.device.sources import create as create_source  # noqa: E402
 from edgekit.plan import parse_source  # noqa: E402
 from tests.device.moving_scenes import converted_shape_detector, random_movers, render, write_video  # noqa: E402
@@ -48,27 +50,6 @@ MAX_COST_RATIO = 0.05
 # The test detector is briefly trained and scores true shapes low (recall at 0.5 is 60-70% on these videos):
 # tracking.min_score for it, chosen on the tuning seeds (0.25 scored best there, against 0.3).
 MIN_SCORE = 0.25
-
-
-class Collect:
-    """A sink that keeps every record."""
-
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def publish_result(self, record: Any) -> None:
-        self.records.append(record)
-
-    def publish_stats(self, record: Any) -> None:
-        pass
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 class Timed:
@@ -109,13 +90,15 @@ def run_sequence(model_dir: Path, seed: int, tmp: Path) -> dict[str, Any]:
     spec = build_spec(config, list(model.labels.values()), model.path.name, "benchmark")
     assert spec is not None
     stage = Timed(DetectionEvents(spec))
-    sink = Collect()
+    sink = FileSink(tmp / f"seq{seed}.jsonl", max_bytes=0)  # the records as a user's file sink writes them
     source = create_source(parse_source(str(video)), size=model.input_size)
     pipeline = Pipeline(model, source, [sink], Settings(camera="bench", top_k=10, stats_interval=0), events=stage)
     pipeline.run()
     source.close()
-    results = [r for r in sink.records if r["type"] == "result"]
-    events = [r for r in sink.records if r["type"] == "event"]
+    sink.close()
+    records = [json.loads(line) for line in sink.path.read_text().splitlines()]
+    results = [r for r in records if r["type"] == "result"]
+    events = [r for r in records if r["type"] == "event"]
     acc = mm.MOTAccumulator(auto_id=True)
     for record, truth in zip(results, seq.truth, strict=True):
         tracked = [d for d in record["detections"] if d["track_id"] is not None]

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
@@ -135,14 +134,9 @@ def test_preview_page_lists_the_events_with_their_snapshots_in_headless_chromium
     shape_detector_dir: Path, tmp_path: Path
 ) -> None:
     import os
-    import signal
 
-    from tests.device.test_http import _free_port, _get, _reachable, _wait_for
-    from tests.tools import cdp
+    from tests.device.test_http import _free_port, _get, _wait_for, preview_in_chromium
 
-    binary = cdp.find_chromium()
-    if binary is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
     port = _free_port()
     base = f"http://127.0.0.1:{port}/"
     config = tmp_path / "edgekit.toml"
@@ -158,12 +152,7 @@ def test_preview_page_lists_the_events_with_their_snapshots_in_headless_chromium
     video = crossing_video(tmp_path, frames=150)  # the objects are gone after 4 s; the video plays 15 s
     command = [sys.executable, "-m", "edgekit", "run", "-c", str(config), "--model", str(shape_detector_dir)]
     command += ["--source", str(video), "--sink", "file:" + os.devnull, "--http", f"127.0.0.1:{port}"]
-    run = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
-    browser = None
-    try:
-        _wait_for(lambda: _reachable(base), what="the preview server")
-        browser = cdp.Browser(binary)
-        browser.call("Page.navigate", url=base)
+    with preview_in_chromium(command, port) as browser:
         shown = "[...document.querySelectorAll('#events li.event')].map(li => li.textContent)"
         texts = _wait_for(lambda: len(t := browser.evaluate(shown)) == 2 and t, what="two events")
         loaded = (
@@ -180,9 +169,3 @@ def test_preview_page_lists_the_events_with_their_snapshots_in_headless_chromium
         assert status == 200 and headers["Content-Type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
         assert _get(base + "api/events/nope/snapshot.jpg")[0] == 404
         assert browser.errors == [], browser.errors
-    finally:
-        if browser is not None:
-            browser.close()
-        run.send_signal(signal.SIGTERM)
-        _, stderr = run.communicate(timeout=20)
-    assert run.returncode == 0, stderr.decode()[-2000:]
