@@ -84,6 +84,8 @@ _RUN_OPTIONS = {
     "only_changes": "only_changes",
     "stats_interval": "stats_interval",
     "camera": "camera",
+    "tracking": "tracking.enabled",
+    "events": "events.enabled",
     "http": "http.listen",
     "http_fps": "http.fps",
     "class_events": "class_events",
@@ -123,6 +125,8 @@ def _config_key(option: str) -> str:
 @click.option("--only-changes/--every-frame", default=None, help="Publish only when the result changes.")
 @click.option("--stats-interval", type=float, help="Seconds between stats records (0: off).")
 @click.option("--camera", help="Name carried in every record (default: the host name).")
+@click.option("--tracking/--no-tracking", default=None, help="Detection: track objects (track_id; default on).")
+@click.option("--events/--no-events", default=None, help="Detection: event records new/update/end (default on).")
 @click.option("--http", metavar="[HOST:]PORT", help="Serve the live preview page and /metrics (e.g. 127.0.0.1:8080).")
 @click.option("--http-fps", type=float, help="Frames per second of the preview stream (default 5).")
 @click.option("--class-events", type=int, help="Classification: an event when a class holds N frames (0: off).")

@@ -142,6 +142,77 @@ class MotionConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """The object tracker of detection runs (`edgekit.device.events`); see README, "Tracking and events"."""
+
+    enabled: bool = True  # every detection gets a track_id
+    # A new object must be seen in min_hits of its first `window` frames before its event starts.
+    min_hits: int = ruled(3, lambda v: v >= 1, "1 or more")
+    window: int = ruled(5, lambda v: v >= 1, "1 or more")
+    # An object unseen for this long has left: its event ends.
+    end_after: float = ruled(2.0, lambda v: v > 0, "above 0 seconds")
+    # Least overlap (intersection over union) of a detection with a track's predicted box to continue it.
+    iou: float = ruled(0.2, lambda v: 0.0 < v < 1.0, "between 0 and 1 (exclusive)")
+    # Detections scoring less are not tracked (track_id null); [objects.filters.LABEL] can raise it per label.
+    min_score: float = ruled(0.5, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """Event records (`"type": "event"`) for tracked objects: new, update, end."""
+
+    enabled: bool = True
+    # An update goes out when the score moved by at least this much since the last record of the event.
+    score_step: float = ruled(0.1, lambda v: 0.0 < v <= 1.0, "above 0 and at most 1")
+    # Frames a box must stay put (IoU >= 0.8 with where it stopped) before the object is `stationary`.
+    stationary_frames: int = ruled(25, lambda v: v >= 1, "1 or more")
+
+
+@dataclass(frozen=True)
+class SnapshotsConfig:
+    """The best frame of each event (highest score with the box clear of the frame's edges), saved at its end."""
+
+    enabled: bool = False
+    folder: str = ""  # also write <camera>-<label>-<event id>.jpg here (empty: MQTT only)
+    max_mb: float = ruled(100.0, lambda v: v > 0, "above 0")  # the folder's size cap: oldest files go first
+    margin: float = ruled(0.25, lambda v: 0 <= v <= 2, "0..2 (a fraction of the box's size)")
+    quality: int = ruled(80, lambda v: 1 <= v <= 100, "1..100")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Per-label filters (``[objects.filters.LABEL]``): detections that fail one are not tracked."""
+
+    min_score: float = ruled(0.0, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+    # Box area as a fraction of the frame's.
+    min_area: float = ruled(0.0, lambda v: 0.0 <= v <= 1.0, "a fraction of the frame between 0 and 1")
+    max_area: float = ruled(1.0, lambda v: 0.0 < v <= 1.0, "a fraction of the frame above 0 and at most 1")
+    # Polygons ([[x, y], ...], normalised 0..1 or pixels) where this label is ignored (its box's bottom centre).
+    mask: list[list[list[float]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ObjectsConfig:
+    """What the tracker takes in: masks for every label, and per-label filters."""
+
+    mask: list[list[list[float]]] = field(default_factory=list)
+    filters: dict[str, FilterConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """A named zone (``[zones.NAME]``): a polygon, the labels that count in it, how long one must be inside."""
+
+    # [[x, y], ...]: all values <= 1 are fractions of the frame, otherwise pixels of the source frame.
+    coordinates: list[list[float]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # empty: every label
+    # Consecutive frames an object's bottom centre must be inside before it is in the zone (Frigate's inertia).
+    inertia: int = ruled(3, lambda v: v >= 1, "1 or more frames")
+    # Seconds it must have been inside before it counts (Frigate's loitering_time); 0: at once.
+    loitering: float = ruled(0.0, lambda v: v >= 0, "0 or more seconds")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
@@ -149,6 +220,11 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    zones: dict[str, ZoneConfig] = field(default_factory=dict)
 
 
 # --- loading -----------------------------------------------------------------------------------------------

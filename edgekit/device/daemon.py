@@ -27,7 +27,7 @@ from edgekit.config import Config, MotionConfig, RunConfig
 from edgekit.device import notify
 from edgekit.device.model import DeviceModel, open_model
 from edgekit.device.motion import MotionSettings
-from edgekit.device.pipeline import Pipeline, Settings
+from edgekit.device.pipeline import EventStage, Pipeline, Settings
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Source
 from edgekit.errors import ConfigError, EdgekitError
@@ -99,6 +99,7 @@ class Parts:
     source: Source | None = None
     sinks: list[Sink] = field(default_factory=list)
     observers: list[Sink] = field(default_factory=list)
+    events: EventStage | None = None  # tracking, zones and events of a detection run
 
     @property
     def config(self) -> Config:
@@ -166,7 +167,22 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
         raise ConfigError(
             f"{where}: key 'run.class_events': {model.path.name} is a detector; class events are for classifiers"
         )
-    return Parts(plan, model, settings, replicas)
+    return Parts(plan, model, settings, replicas, events=event_stage(plan, model))
+
+
+def event_stage(plan: RunPlan, model: DeviceModel) -> EventStage | None:
+    """The tracking and event stage of a detection run (None for classifiers, or with ``tracking.enabled`` off).
+
+    Raises:
+        ConfigError: a bad zone or mask polygon, or a label the model does not have (naming the key path).
+    """
+    if model.task != "detect":
+        return None
+    from edgekit.device.events.spec import build_spec
+    from edgekit.device.events.stage import DetectionEvents
+
+    spec = build_spec(plan.config, list(model.labels.values()), model.path.name, plan.where)
+    return DetectionEvents(spec) if spec is not None else None
 
 
 def motion_settings(motion: MotionConfig) -> MotionSettings | None:
@@ -272,7 +288,14 @@ def serve(
                 observers = [*parts.observers, notifier]
                 taps = [preview] if preview is not None else []
                 pipeline = Pipeline(
-                    parts.model, parts.source, parts.sinks, parts.settings, observers, taps, parts.replicas
+                    parts.model,
+                    parts.source,
+                    parts.sinks,
+                    parts.settings,
+                    observers,
+                    taps,
+                    parts.replicas,
+                    parts.events,
                 )
                 if preview is not None:
                     preview.attach(pipeline, parts.plan.device)

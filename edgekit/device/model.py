@@ -233,6 +233,14 @@ def _input_mapping(
 ) -> tuple[str, np.ndarray | None]:
     """How a uint8 pixel p becomes the input value: directly, p - 128 (int8), or a per-channel lookup table."""
     pixels = np.arange(256, dtype=np.float64)
+    if manifest is not None and manifest.preprocess.baked and dtype in ("uint8", "int8") and scale:
+        # The detector converter bakes the normalisation into the input quantization itself (scale 2/255, zero
+        # point 127 for (p - 127.5) / 127.5): the tensor's integers are the raw pixels, up to rounding.
+        pre = manifest.preprocess
+        normalised = np.stack([(pixels - m) / s for m, s in zip(pre.mean, pre.std, strict=True)], axis=-1)
+        identity = pixels if dtype == "uint8" else pixels - 128
+        if np.abs(normalised / scale + zero_point - identity[:, None]).max() <= 1.0:
+            return ("direct" if dtype == "uint8" else "xor"), None
     if manifest is not None:
         pre = manifest.preprocess
         real = (

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -60,12 +60,41 @@ class FrameTap(Protocol):
 
     def offer(self, frame: Frame, result: Mapping[str, Any], geometry: Geometry) -> None: ...
 
+    def offer_event(self, record: Mapping[str, Any]) -> None:
+        """An event or snapshot record (`edgekit.device.events`), after the sinks got it; O(1) as well."""
+        ...
+
+
+class EventStage(Protocol):
+    """What turns results into event records (`edgekit.device.events.stage.DetectionEvents`).
+
+    ``observe`` runs in the frame loop with each result record (which it may amend: filtered detections out,
+    ``track_id`` in) and returns the event records to send; ``finish`` ends what is open when the run ends.
+    """
+
+    @property
+    def needs_frames(self) -> bool: ...
+
+    def observe(self, record: dict[str, Any], frame: Frame, geometry: Geometry) -> list[dict[str, Any]]: ...
+
+    def finish(self) -> list[dict[str, Any]]: ...
+
+    def has_active_objects(self) -> bool: ...
+
+
+@runtime_checkable
+class SnapshotSink(Protocol):
+    """A sink that also takes event snapshots (JPEG bytes): the MQTT sink. Others get no snapshot records."""
+
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None: ...
+
 
 class ChangeFilter:
     """Wraps a data sink so it only gets results whose content changed (``--only-changes``).
 
     "Changed" means: another top class (classification), or another multiset of detected class ids
-    (detection). Stats always pass. Sinks that must see every frame (the systemd notifier) are not wrapped.
+    (detection). Stats and records that are not results (events) always pass. Sinks that must see every frame
+    (the systemd notifier) are not wrapped.
     """
 
     def __init__(self, sink: Sink) -> None:
@@ -82,7 +111,7 @@ class ChangeFilter:
         return tuple(sorted(d["id"] for d in record["detections"]))
 
     def publish_result(self, record: Mapping[str, Any]) -> None:
-        if record["type"] == "event":  # events say "changed" themselves
+        if record.get("type") != "result":
             self.sink.publish_result(record)
             return
         key = self.key(record)
@@ -392,7 +421,9 @@ class Pipeline:
             notifier: it must see results flow to feed the watchdog).
         taps: offered every processed frame with its result (the preview server), see `FrameTap`.
         replicas: more loaded copies of ``model`` (own interpreters) for parallel streams; none: one stream.
-        busy: with ``settings.motion``, what tells the gate an object is tracked (the tracker); none: nothing is.
+        busy: with ``settings.motion``, what tells the gate an object is tracked; none: ``events`` (the tracker).
+        events: the event stage (tracking, zones, events) fed with each result; its event records go to the
+            data sinks after the result (not to observers).
     """
 
     def __init__(
@@ -405,17 +436,21 @@ class Pipeline:
         taps: Sequence[FrameTap] = (),
         replicas: Sequence[DeviceModel] = (),
         busy: Busy | None = None,
+        events: EventStage | None = None,
     ) -> None:
         self.model = model
+        self.events = events
         self.replicas = list(replicas)
         self.source = source
         self.settings = settings
         self.data_sinks: list[Sink] = [ChangeFilter(s) if settings.only_changes else s for s in sinks]
+        self._snapshot_sinks = [s for s in sinks if isinstance(s, SnapshotSink)]
         self.observers = list(observers)
         self._result_sinks = [*self.data_sinks, *self.observers]  # the order records go out in
         self.taps = list(taps)
         self.stats = Stats()
         self.seq = 0
+        busy = busy if busy is not None else events
         self.gate = MotionGate(settings.motion, busy) if settings.motion is not None else None
         self.class_events = (
             ClassEvents(settings.camera, settings.class_events, settings.class_event_step)
@@ -484,7 +519,10 @@ class Pipeline:
                     break
             if self.class_events is not None:
                 for event in self.class_events.finish():
-                    self._send(event, result=True, sinks=self.data_sinks)
+                    self._send_event(event)
+            if self.events is not None:
+                for event in self.events.finish():  # the objects still in view: their events end with the run
+                    self._send_event(event)
         except BrokenPipeError:
             logger.info("stdout was closed; stopping")
             return "closed"
@@ -555,7 +593,7 @@ class Pipeline:
             self._postprocess,
             self._stop,
             self.settings.frames,
-            keep_images=bool(self.taps),
+            keep_images=bool(self.taps) or (self.events is not None and self.events.needs_frames),
         )
         try:
             while not self._stop.is_set():
@@ -600,10 +638,13 @@ class Pipeline:
                 "total": _ms(r.done - r.asked),
             },
         }
+        events = self.events.observe(record, r.frame, r.geometry) if self.events is not None else ()
         self._send(record, result=True)
         if self.class_events is not None:
             for event in self.class_events.update(r.items[0] if r.items else None, r.frame.timestamp):
-                self._send(event, result=True, sinks=self.data_sinks)  # not to observers: they watch frames
+                self._send_event(event)
+        for event in events:
+            self._send_event(event)
         for tap in self.taps:
             tap.offer(r.frame, record, r.geometry)
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
@@ -612,7 +653,7 @@ class Pipeline:
         """A frame the motion gate skipped: no record, but it still counts towards a class event's hold."""
         if self.class_events is not None:
             for event in self.class_events.unchanged(frame.timestamp):
-                self._send(event, result=True, sinks=self.data_sinks)
+                self._send_event(event)
 
     def _classify(self, model: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
         return self._classifier.items(model.output("scores")), "classes"
@@ -639,12 +680,12 @@ class Pipeline:
             for d in detections
         ], "detections"
 
-    def _send(self, record: Mapping[str, Any], result: bool, sinks: Sequence[Sink] | None = None) -> None:
-        """A record to every sink and observer (or to ``sinks``), in order; a sink that fails is logged, not raised.
+    def _send(self, record: Mapping[str, Any], result: bool) -> None:
+        """A record to every sink and observer, in order; a sink that fails is logged, not raised.
 
         BrokenPipeError (stdout's reader went away) and SinkError (a sink that cannot go on) still end the run.
         """
-        for sink in self._result_sinks if sinks is None else sinks:
+        for sink in self._result_sinks:
             try:
                 if result:  # two calls, not one through a chosen bound method: this runs per frame and sink
                     sink.publish_result(record)
@@ -654,6 +695,28 @@ class Pipeline:
                 raise
             except Exception as exc:  # one misbehaving sink must not take the camera down with it
                 logger.error("sink %s failed on a %s record: %s", sink.name, record.get("type"), exc, exc_info=exc)
+
+    def _send_event(self, record: Mapping[str, Any]) -> None:
+        """An event record to every data sink (observers such as the watchdog notifier count results only);
+        a snapshot record to the sinks that take snapshots."""
+        if record["type"] == "snapshot":
+            for snapshot_sink in self._snapshot_sinks:
+                try:
+                    snapshot_sink.publish_snapshot(record["camera"], record["label"], record["jpeg"])
+                except SinkError:
+                    raise
+                except Exception as exc:
+                    logger.error("sink failed on a snapshot: %s", exc, exc_info=exc)
+        else:
+            for sink in self.data_sinks:
+                try:
+                    sink.publish_result(record)
+                except (BrokenPipeError, SinkError):
+                    raise
+                except Exception as exc:
+                    logger.error("sink %s failed on an event record: %s", sink.name, exc, exc_info=exc)
+        for tap in self.taps:
+            tap.offer_event(record)
 
     def publish_stats(self) -> None:
         """Send a stats record to every sink and observer now."""

@@ -1,1 +1,1 @@
-"""Event records: what happened over many frames (an object or a class appeared, changed, went), not per frame."""
+"""Event records: what happened over many frames (a tracked object or a top class appeared, changed, went)."""
