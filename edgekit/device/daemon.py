@@ -295,7 +295,7 @@ def serve(
                     observers,
                     taps,
                     parts.replicas,
-                    parts.events,
+                    events=parts.events,
                 )
                 if preview is not None:
                     preview.attach(pipeline, parts.plan.device)

@@ -435,6 +435,7 @@ class Pipeline:
         observers: Sequence[Sink] = (),
         taps: Sequence[FrameTap] = (),
         replicas: Sequence[DeviceModel] = (),
+        *,
         busy: Busy | None = None,
         events: EventStage | None = None,
     ) -> None:
