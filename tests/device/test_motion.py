@@ -67,11 +67,12 @@ def test_keyframes_come_every_interval_on_a_still_scene(clips: dict[str, Any], c
 
 
 def test_gating_keeps_every_result_that_matters_on_a_moving_scene(clips: dict[str, Any]) -> None:
-    """With the detector: every frame where an object moved is inferred, with the records of an ungated run, and
-    on skipped frames the last published detections are what the ungated run found."""
+    """With the detector and the gate alone (no tracker asking for every frame): every frame where an object moved
+    is inferred, with the records of an ungated run, and on skipped frames the last published detections are what
+    the ungated run found, but for its flicker."""
     clip: MovingClip = clips["moving"]
     args = ["--model", str(DETECTOR), "--labels", str(clips["labels"]), "--source", str(clip.path)]
-    args += ["--threshold", "0.5"]
+    args += ["--threshold", "0.5", "--no-tracking"]
     ungated, _ = _run(*args)
     gated, stats = _run(*args, "--motion")
     assert len(ungated) == 240
@@ -80,12 +81,37 @@ def test_gating_keeps_every_result_that_matters_on_a_moving_scene(clips: dict[st
     assert all(gated[i]["detections"] == ungated[i]["detections"] for i in gated)
     big = [i for i, n in enumerate(clip.moved) if n >= 2 * MotionSettings().min_area * 640 * 480]
     assert len(big) > 100 and all(i in gated for i in big)
-    held = None
+    held, differ = None, []
     for i in sorted(ungated):
         held = gated[i]["detections"] if i in gated else held
         assert held is not None
-        assert sorted(d["label"] for d in held) == sorted(d["label"] for d in ungated[i]["detections"]), i
+        if sorted(d["label"] for d in held) != sorted(d["label"] for d in ungated[i]["detections"]):
+            differ.append(i)
+    # On a still stretch the ungated detector still flickers (a stopped circle scoring 0.50-0.70 drops below the
+    # threshold on one frame of codec noise, frame 158); what the gate holds is the scene, so a few frames differ.
+    assert all(i not in gated for i in differ) and len(differ) <= 0.05 * (240 - len(gated)), differ
     assert any(ungated[i]["detections"] for i in ungated)  # the detector does see the shapes
+
+
+def test_gating_changes_no_event_on_a_moving_scene(clips: dict[str, Any]) -> None:
+    """With the tracker on (the default for detectors) the gate infers every frame while a track is open, and
+    skips only the empty stretches: the events are the same as without gating."""
+    clip: MovingClip = clips["moving"]
+    args = ["run", "--model", str(DETECTOR), "--labels", str(clips["labels"]), "--source", str(clip.path)]
+
+    def events(*extra: str) -> tuple[list[tuple[Any, ...]], int]:
+        result = CliRunner().invoke(cli, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+        skipped = [r for r in records if r["type"] == "stats"][-1].get("motion_skipped", 0)
+        kept = [(r["event"], r["label"], r["top_score"], r["stationary"]) for r in records if r["type"] == "event"]
+        return kept, skipped
+
+    ungated, _ = events()
+    gated, skipped = events("--motion")
+    assert ungated and [e[0] for e in ungated].count("new") >= 2  # the detector does track the shapes
+    assert gated == ungated
+    assert skipped > 0  # the empty stretches are still skipped
 
 
 def test_real_footage_is_inferred_nearly_every_frame(video: Path, classifier_dir: Path) -> None:
