@@ -16,6 +16,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -38,11 +39,26 @@ def frames() -> dict[str, np.ndarray]:
     return {"720x528 video": video, "640x480 photo": photo, "1920x1080": cv2.resize(photo, (1920, 1080))}
 
 
-def timed(work, repeat: int) -> float:  # type: ignore[no-untyped-def]
+def timed(work: Callable[[], object], repeat: int) -> float:
+    """Mean microseconds of ``work()`` over ``repeat`` calls."""
     start = time.perf_counter()
     for _ in range(repeat):
         work()
     return (time.perf_counter() - start) / repeat * 1e6
+
+
+def one_round(frame: np.ndarray, repeat: int) -> tuple[float, float, float]:
+    """INTER_AREA + channel swap, exact ``area`` and ``pyramid`` on one frame: microseconds each."""
+    area = Preprocess(policy="center_crop", crop_fraction=0.875)
+    pyramid = Preprocess(policy="center_crop", crop_fraction=0.875, downscale="pyramid")
+    out = np.empty((224, 224, 3), np.uint8)
+    cx, cy, cw, ch = plan(frame.shape[:2], (224, 224), "center_crop", 0.875).crop
+    crop = frame[cy : cy + ch, cx : cx + cw]
+    one = timed(lambda: cv2.cvtColor(cv2.resize(crop, (224, 224), interpolation=cv2.INTER_AREA),
+                                     cv2.COLOR_BGR2RGB), repeat)  # fmt: skip
+    exact = timed(lambda: prepare(frame, (224, 224), area, color="BGR", out=out), repeat)
+    fast = timed(lambda: prepare(frame, (224, 224), pyramid, color="BGR", out=out), repeat)
+    return one, exact, fast
 
 
 def main() -> int:
@@ -50,21 +66,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
-    area = Preprocess(policy="center_crop", crop_fraction=0.875)
-    pyramid = Preprocess(policy="center_crop", crop_fraction=0.875, downscale="pyramid")
-    out = np.empty((224, 224, 3), np.uint8)
     print(f"{'frame':<15} {'INTER_AREA us':>13} {'area us':>8} {'ratio':>6} {'pyramid us':>10}")
     worst = 0.0
     for name, frame in frames().items():
-        cx, cy, cw, ch = plan(frame.shape[:2], (224, 224), "center_crop", 0.875).crop
-        crop = frame[cy : cy + ch, cx : cx + cw]
-        rows = []
-        for _ in range(args.rounds):
-            one = timed(lambda: cv2.cvtColor(cv2.resize(crop, (224, 224), interpolation=cv2.INTER_AREA),
-                                             cv2.COLOR_BGR2RGB), args.repeat)  # fmt: skip
-            exact = timed(lambda: prepare(frame, (224, 224), area, color="BGR", out=out), args.repeat)
-            fast = timed(lambda: prepare(frame, (224, 224), pyramid, color="BGR", out=out), args.repeat)
-            rows.append((one, exact, fast))
+        rows = [one_round(frame, args.repeat) for _ in range(args.rounds)]
         one, exact, fast = (statistics.median(r[i] for r in rows) for i in range(3))
         ratio = statistics.median(r[1] / r[0] for r in rows)
         worst = max(worst, ratio)

@@ -247,10 +247,10 @@ def _area(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
         _into(cv2, region, out, cv2.INTER_LINEAR_EXACT)
         return
     if (sh, sw) == (ph, pw):
-        _box_mean(region, out)
+        _box_mean(cv2, region, out)
         return
     shrunk = np.empty((sh, sw, region.shape[2]), np.uint8)
-    _box_mean(region, shrunk)
+    _box_mean(cv2, region, shrunk)
     _into(cv2, shrunk, out, cv2.INTER_LINEAR_EXACT)
 
 
@@ -285,20 +285,20 @@ def _box_axis0(rows: np.ndarray, dst: int, dtype: type[np.integer[Any]]) -> tupl
     return acc, total
 
 
-def _box_mean(region: np.ndarray, out: np.ndarray) -> None:
-    """Area-average ``region`` ((h, w, c) uint8) into ``out`` ((oh, ow, c), oh <= h, ow <= w) in integers."""
+def _box_mean(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
+    """Area-average ``region`` ((h, w, 3) uint8) into ``out`` ((oh, ow, 3), oh <= h, ow <= w) in integers."""
     (h, w, c), (oh, ow) = region.shape, out.shape[:2]
     ty, tx = h // math.gcd(h, oh), w // math.gcd(w, ow)
-    # The narrowest integer type that cannot overflow (255 times the weights' sum), for speed.
-    first = np.int16 if 255 * ty < 2**15 else np.int32
+    # The narrowest integer types that cannot overflow (255 times the weights' sum), for speed.
+    first = np.int16 if 255 * tx < 2**15 else np.int32
     second = np.int32 if 255 * ty * tx < 2**31 else np.int64
-    cols, _ = _box_axis0(region.reshape(h, w * c), oh, first)
-    # The second pass runs down the columns: transposed once, so that it too gathers whole rows.
-    cols = np.ascontiguousarray(cols.reshape(oh, w, c).transpose(1, 0, 2), dtype=second).reshape(w, oh * c)
-    sums, _ = _box_axis0(cols, ow, second)
+    # Each pass gathers whole rows: the columns first, as the rows of the transposed frame (cv2.transpose is a
+    # fast exact copy), then, transposed back, the rows; the result is then already in (oh, ow, 3) order.
+    across, _ = _box_axis0(cv2.transpose(region).reshape(w, h * c), ow, first)
+    sums, _ = _box_axis0(cv2.transpose(across.reshape(ow, h, c)).reshape(h, ow * c), oh, second)
     sums += ty * tx // 2
     sums //= ty * tx
-    np.copyto(out, sums.reshape(ow, oh, c).transpose(1, 0, 2), casting="unsafe")
+    np.copyto(out, sums.reshape(oh, ow, c), casting="unsafe")
 
 
 def _pyramid(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:

@@ -191,21 +191,31 @@ def compare_classify(x86: list[dict[str, Any]], arm: list[dict[str, Any]], step:
 
     The tolerance: one output step, plus what a difference of ``LOGIT_STEPS`` logit steps (``logits`` each) in
     every logit can move a softmax score p by: |dp| <= 2 * p * (1 - p) * max|dz| (first order; 0 for logits that
-    agree, as Coral's do, so those get one step).
+    agree, as Coral's do, so those get one step). The top-1 may differ only where x86's own scores tie it with
+    aarch64's top-1 within that tolerance (a frame where x86 gives both 0.289): which of two tied classes comes
+    first is then rounding, not a different result.
     """
+
+    def allowed(p: float) -> float:
+        return step + 2 * p * (1 - p) * LOGIT_STEPS * logits
+
     assert len(x86) == len(arm) > 0
     for a, b in zip(x86, arm, strict=True):
         assert schema(a) - {".timing_ms"} == schema(b) - {".timing_ms"}
         assert a["frame"] == b["frame"]
-        assert a["classes"][0]["id"] == b["classes"][0]["id"], (a["frame"], a["classes"], b["classes"])
+        ours = {c["id"]: c["score"] for c in a["classes"]}
+        top, theirs = a["classes"][0], b["classes"][0]
+        if theirs["id"] != top["id"]:
+            tied = ours.get(theirs["id"], -1.0)
+            within = top["score"] - tied <= allowed(top["score"]) + allowed(tied)
+            assert within, (a["frame"], a["classes"], b["classes"])
         scores = {c["id"]: c["score"] for c in b["classes"]}
         for c in a["classes"]:
             if c["id"] in scores:
                 p = c["score"]
-                allowed = step + 2 * p * (1 - p) * LOGIT_STEPS * logits
                 off = abs(p - scores[c["id"]])
-                assert off <= allowed + 1e-4, (f"{off / step:.1f} steps, allowed {allowed / step:.1f}", a["frame"],
-                                               a["classes"], b["classes"])  # fmt: skip
+                why = f"{off / step:.1f} steps, allowed {allowed(p) / step:.1f}"
+                assert off <= allowed(p) + 1e-4, (why, a["frame"], a["classes"], b["classes"])
 
 
 # The scores are a softmax over quantized logits, whose step (0.11 for both MobileNetV2s) is worth 2*0.11*p*(1-p)
