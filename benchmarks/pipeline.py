@@ -21,7 +21,7 @@ and reports p50/p95 capture-to-publish latency. Exits 1 when a target is missed.
 
 The model is a MobileNetV2 224 int8 (uint8 in/out), centre-cropped at 0.875 with the ``--downscale`` its manifest
 names (default ``pyramid``, `edgekit convert --downscale pyramid`: the throughput choice; ``area``, the
-converter's default, cost 0.78 ms of CPU per 720x528 frame as one INTER_AREA call and 2-3x that since it is the
+converter's default, cost 0.78 ms of CPU per 720x528 frame as one INTER_AREA call and up to ~2.4x that since it is the
 same bytes on aarch64 (benchmarks/preprocess.py), where pyramid costs 0.12 ms). Without --model one is
 built once with TensorFlow in a subprocess (random weights: latency does not depend on their values) and cached
 in ~/.cache/edgekit-bench.

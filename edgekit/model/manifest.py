@@ -51,7 +51,7 @@ class Preprocess:
     units; when ``baked`` is true the converted graph already applies them, so the device feeds raw pixels.
 
     ``downscale`` is how a frame is shrunk: ``area`` is the box average of INTER_AREA, computed in integers so
-    that every architecture gets the same bytes (about 2-3x one INTER_AREA call: README, ``--downscale``),
+    that every architecture gets the same bytes (up to ~2.4x one INTER_AREA call: README, ``--downscale``),
     ``pyramid`` is 2x2 box halvings then bilinear (faster; as close to an antialiased resize, not the same
     pixels). A model runs with the one it was calibrated with; manifests from before this field meant ``area``.
     """
