@@ -63,9 +63,9 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: P
     confident = ref.max(axis=1) > 0.5
     assert confident.sum() >= 5
     # A confident photo must keep its top-1, unless int8 puts float's top-1 one logit step behind its own: the
-    # finest difference the int8 logits can express, a tie at the model's resolution (smarties.png, float 0.52
-    # against 0.26, is such a tie in int8: 0.38 against 0.34, or the other way round after a +-1 in 0.2% of the
-    # calibration pixels). Two steps or more is a lost prediction.
+    # finest difference the int8 logits can express, a tie at the model's resolution. smarties.png (float 0.52
+    # against 0.26) is such a tie in int8: 0.38/0.34, 0.31/0.36 and 0.34/0.34 in three conversions that differ
+    # only by +-1 roundings. Two steps or more is a lost prediction.
     graph = read_model(out / "model.tflite").subgraphs[0]
     (softmax,) = [op for op in graph.operators if op.name == "SOFTMAX"]
     logit_step = graph.tensors[softmax.inputs[0]].quantization.scale[0]
