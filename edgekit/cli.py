@@ -304,7 +304,7 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     type=click.Choice(["area", "pyramid"]),
     default="area",
     show_default=True,
-    help="How frames are shrunk, in calibration and on the device: area (exact INTER_AREA) or pyramid "
+    help="How frames are shrunk, in calibration and on the device: area (INTER_AREA's exact box mean) or pyramid "
     "(2x2 halvings then bilinear: 6x faster on the device, not the same pixels).",
 )
 @click.option("--io", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True, help="I/O type.")

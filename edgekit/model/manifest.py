@@ -50,12 +50,13 @@ class Preprocess:
     images by the very same function, `edgekit.model.preprocess.prepare`). ``mean``/``std`` are in 0..255 pixel
     units; when ``baked`` is true the converted graph already applies them, so the device feeds raw pixels.
 
-    ``downscale`` is how a frame is shrunk: ``area`` is OpenCV's INTER_AREA (an exact box average; at a
-    fractional factor such as 462 -> 224 px, 0.78 ms on a 2 GHz core), ``pyramid`` is 2x2 box halvings then
-    bilinear (0.12 ms; as close to an antialiased resize, not the same pixels), ``bilinear`` is one bilinear
-    stretch (OpenCV's ``cv2.resize`` as TF Lite's and EdjeElectronics' examples do, in its exact fixed-point
-    form; what a plain ``.tflite`` gets, see `edgekit.device.model.PLAIN_PREPROCESS`). A model runs with the one
-    it was calibrated with; manifests from before this field meant ``area``.
+    ``downscale`` is how a frame is shrunk: ``area`` is the box average of INTER_AREA, computed in integers so
+    that every architecture gets the same bytes (up to ~2.4x one INTER_AREA call: README, ``--downscale``),
+    ``pyramid`` is 2x2 box halvings then bilinear (faster; as close to an antialiased resize, not the same
+    pixels), ``bilinear`` is one bilinear stretch (OpenCV's ``cv2.resize`` as TF Lite's and EdjeElectronics'
+    examples do, in its exact fixed-point form; what a plain ``.tflite`` gets, see
+    `edgekit.device.model.PLAIN_PREPROCESS`). A model runs with the one it was calibrated with; manifests from
+    before this field meant ``area``.
     """
 
     policy: ResizePolicy = "stretch"
