@@ -15,7 +15,7 @@ towards a hold, and an event holds through it.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,7 +75,7 @@ class ClassEvents:
             score = float(top["score"])
             self._event_class, self._sent_score = class_id, score
             self._event = {
-                "id": f"{self._run_start:.3f}-{secrets.token_hex(3)}",
+                "id": f"{self._run_start:.3f}-{os.urandom(3).hex()}",
                 "label": top.get("label") or str(class_id),
                 "start": self._run_start,
                 "score": score,

@@ -11,7 +11,7 @@ Event records (README, "Tracking and events"): ``{"type": "event", "event": "new
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,8 +174,9 @@ class DetectionEvents:
         obj = self._objects.get(t.id)
         new = obj is None
         if obj is None:
+            # os.urandom, not secrets.token_hex: `secrets` imports hashlib (OpenSSL), +4 MB of peak RSS per run.
             obj = _Object(
-                f"{t.first_seen:.6f}-{secrets.token_hex(3)}",
+                f"{t.first_seen:.6f}-{os.urandom(3).hex()}",
                 t.first_seen,
                 d["box"],
                 d["score"],
