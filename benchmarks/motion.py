@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.targets import print_targets  # noqa: E402
 from edgekit.device.motion import MotionDetector, MotionSettings  # noqa: E402
 from tests.device.motion_clips import moving_clip, static_clip  # noqa: E402
 
@@ -147,11 +148,7 @@ def main() -> int:
         ("gate check / MobileNetV2 invoke (720x528)", f"{cost:.4f}", f"<= {GATE_COST_MAX}", cost <= GATE_COST_MAX)
     )
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'value':<24} {'target':<8} ok")
-    for name, value, target, ok in rows:
-        print(f"{name:<{width}}  {value:<24} {target:<8} {'yes' if ok else 'MISSED'}")
-    return 0 if all(r[3] for r in rows) else 1
+    return print_targets(rows)
 
 
 if __name__ == "__main__":
