@@ -182,26 +182,42 @@ def test_area_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, dict
 CORAL = TEST_DATA / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
 
 
+class ScoreDrift(AssertionError):
+    """Scores further apart than the tolerance, with the same top-1 and schema on every frame."""
+
+
 def compare_classify(x86: list[dict[str, Any]], arm: list[dict[str, Any]], step: float, steps: int) -> None:
-    """Same schema and top-1 on every frame, and every score shared by both within ``steps`` of ``step``."""
+    """Same schema and top-1 on every frame (AssertionError), and every score shared by both within ``steps`` of
+    ``step`` (ScoreDrift, raised only once the rest held on every frame)."""
     assert len(x86) == len(arm) > 0
+    worst: tuple[float, Any] = (0.0, None)
     for a, b in zip(x86, arm, strict=True):
         assert schema(a) - {".timing_ms"} == schema(b) - {".timing_ms"}
         assert a["frame"] == b["frame"]
         assert a["classes"][0]["id"] == b["classes"][0]["id"], (a["frame"], a["classes"], b["classes"])
         scores = {c["id"]: c["score"] for c in b["classes"]}
         for c in a["classes"]:
-            if c["id"] in scores:
-                off = abs(c["score"] - scores[c["id"]])
-                assert off <= steps * step + 1e-4, (f"{off / step:.1f} steps", a["frame"], a["classes"], b["classes"])
+            if c["id"] in scores and abs(c["score"] - scores[c["id"]]) > worst[0]:
+                worst = (abs(c["score"] - scores[c["id"]]), (a["frame"], a["classes"], b["classes"]))
+    if worst[0] > steps * step + 1e-4:
+        raise ScoreDrift(f"{worst[0] / step:.1f} steps apart (tolerance {steps}): {worst[1]}")
 
 
-# Score tolerance in output steps, with identical input. edgekit's conversion: one, the issue's (measured: every
-# layer's output identical). It used to be up to 9: its baked normalisation was an int8 MUL, the one op XNNPACK
-# rounds differently on aarch64; it is a 1x1 depthwise convolution now (edgekit/convert/quantize.py). Coral's
-# model, which edgekit did not make, runs on XNNPACK's uint8 kernels: one step on its own photos, 2 on HappyFish.
-TOLERANCE = {"coral": 2, "converted": 1}
-RUNS = [(model, source) for model in TOLERANCE for source in ("pictures", "video")]
+# Score tolerance in output steps, with identical input: one, the issue's. edgekit's conversion meets it (measured:
+# every layer's output identical). It used to be up to 9: its baked normalisation was an int8 MUL, the one op
+# XNNPACK rounds differently on aarch64; it is a 1x1 depthwise convolution now (edgekit/convert/quantize.py).
+# Coral's model, which edgekit did not make, runs on XNNPACK's uint8 kernels and does not: with the bilinear
+# stretch a plain .tflite gets, byte-identical input gave scores 7 steps apart on the pictures and 3 on the video
+# (CI run of 2026-12-02; 1-2 with area input). Same top-1 everywhere, asserted; the drift is a known failure.
+TOLERANCE = {"coral": 1, "converted": 1}
+CORAL_DRIFT = pytest.mark.xfail(
+    strict=True, raises=ScoreDrift, reason="Coral's uint8 model under XNNPACK: up to 7 steps apart on aarch64"
+)
+RUNS = [
+    pytest.param(model, source, marks=[CORAL_DRIFT] if model == "coral" else [])
+    for model in TOLERANCE
+    for source in ("pictures", "video")
+]
 
 
 @pytest.mark.parametrize(("model", "source"), RUNS)
