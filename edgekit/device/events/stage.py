@@ -70,8 +70,8 @@ class DetectionEvents:
         self.tracker = Tracker(spec.iou, spec.min_hits, spec.window, spec.end_after)
         self._objects: dict[int, _Object] = {}
         self._size: tuple[int, int] | None = None
-        self._mask: list[np.ndarray] = []
-        self._label_masks: dict[str, list[np.ndarray]] = {}
+        self._mask: list[np.ndarray] = []  # the masks of every label
+        self._label_masks: dict[str, list[np.ndarray]] = {}  # label -> every mask that applies to it
         self._zones: list[tuple[str, np.ndarray, frozenset[str], int, float]] = []
         self._camera = ""
         self._snapshots = spec.snapshots
@@ -94,7 +94,8 @@ class DetectionEvents:
             return [p.normalised(size) for p in polygons]
 
         self._mask = norm(self.spec.mask)
-        self._label_masks = {label: norm(f.mask) for label, f in self.spec.filters.items() if f.mask}
+        # joined here once, not per detection in _keep
+        self._label_masks = {label: self._mask + norm(f.mask) for label, f in self.spec.filters.items() if f.mask}
         self._zones = [(z.name, z.polygon.normalised(size), z.labels, z.inertia, z.loitering) for z in self.spec.zones]
 
     def _inside(self, polygon: np.ndarray, x: float, y: float) -> bool:
@@ -109,7 +110,7 @@ class DetectionEvents:
             area = (b["xmax"] - b["xmin"]) * (b["ymax"] - b["ymin"])
             if d["score"] < f.min_score or not f.min_area <= area <= f.max_area:
                 return False
-        masks = self._mask + self._label_masks.get(d["label"], [])
+        masks = self._label_masks.get(d["label"], self._mask)
         if masks:
             x, y = (b["xmin"] + b["xmax"]) / 2, b["ymax"]  # the bottom centre: where the object stands
             if any(self._inside(m, x, y) for m in masks):
