@@ -160,8 +160,6 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
         only_changes=run.only_changes,
         stats_interval=run.stats_interval,
         motion=motion_settings(plan.config.motion),
-        class_events=run.class_events,
-        class_event_step=run.class_event_step,
     )
     if run.class_events and model.task != "classify":
         raise ConfigError(
@@ -171,13 +169,19 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
 
 
 def event_stage(plan: RunPlan, model: DeviceModel) -> EventStage | None:
-    """The tracking and event stage of a detection run (None for classifiers, or with ``tracking.enabled`` off).
+    """The event stage: tracking and events of a detection run (None with ``tracking.enabled`` off), or a
+    classifier's class events (None unless ``run.class_events``).
 
     Raises:
         ConfigError: a bad zone or mask polygon, or a label the model does not have (naming the key path).
     """
     if model.task != "detect":
-        return None
+        run = plan.config.run
+        if not run.class_events:
+            return None
+        from edgekit.device.events.classify import ClassEvents
+
+        return ClassEvents(camera_name(run), run.class_events, run.class_event_step)
     from edgekit.device.events.spec import build_spec
     from edgekit.device.events.stage import DetectionEvents
 

@@ -21,7 +21,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgekit.device.events.classify import ClassEvents
 from edgekit.device.model import DeviceModel
 from edgekit.device.motion import Busy, MotionGate, MotionSettings
 from edgekit.device.sinks.base import Sink
@@ -47,8 +46,6 @@ class Settings:
     only_changes: bool = False
     stats_interval: float = 10.0
     motion: MotionSettings | None = None  # motion gating (`edgekit.device.motion`); None: every frame is inferred
-    class_events: int = 0  # classification: frames a top class must hold for an event (0: no events)
-    class_event_step: float = 0.1  # ... and how far its score must move for an update
 
 
 class FrameTap(Protocol):
@@ -66,16 +63,20 @@ class FrameTap(Protocol):
 
 
 class EventStage(Protocol):
-    """What turns results into event records (`edgekit.device.events.stage.DetectionEvents`).
+    """What turns results into event records (`edgekit.device.events.stage.DetectionEvents` for detectors,
+    `edgekit.device.events.classify.ClassEvents` for classifiers).
 
     ``observe`` runs in the frame loop with each result record (which it may amend: filtered detections out,
-    ``track_id`` in) and returns the event records to send; ``finish`` ends what is open when the run ends.
+    ``track_id`` in) and returns the event records to send; ``skipped`` is told of each frame motion gating
+    skipped; ``finish`` ends what is open when the run ends.
     """
 
     @property
     def needs_frames(self) -> bool: ...
 
     def observe(self, record: dict[str, Any], frame: Frame, geometry: Geometry) -> list[dict[str, Any]]: ...
+
+    def skipped(self, frame: Frame) -> list[dict[str, Any]]: ...
 
     def finish(self) -> list[dict[str, Any]]: ...
 
@@ -453,11 +454,6 @@ class Pipeline:
         self.seq = 0
         busy = busy if busy is not None else events
         self.gate = MotionGate(settings.motion, busy) if settings.motion is not None else None
-        self.class_events = (
-            ClassEvents(settings.camera, settings.class_events, settings.class_event_step)
-            if settings.class_events and model.task == "classify"
-            else None
-        )
         self._stop = threading.Event()
         self.stop_reason = ""
         self._postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]] = (
@@ -518,9 +514,6 @@ class Pipeline:
                 if self._after_frame():
                     reason = "frames"
                     break
-            if self.class_events is not None:
-                for event in self.class_events.finish():
-                    self._send_event(event)
             if self.events is not None:
                 for event in self.events.finish():  # the objects still in view: their events end with the run
                     self._send_event(event)
@@ -641,9 +634,6 @@ class Pipeline:
         }
         events = self.events.observe(record, r.frame, r.geometry) if self.events is not None else ()
         self._send(record, result=True)
-        if self.class_events is not None:
-            for event in self.class_events.update(r.items[0] if r.items else None, r.frame.timestamp):
-                self._send_event(event)
         for event in events:
             self._send_event(event)
         for tap in self.taps:
@@ -652,8 +642,8 @@ class Pipeline:
 
     def _skipped(self, frame: Frame) -> None:
         """A frame the motion gate skipped: no record, but it still counts towards a class event's hold."""
-        if self.class_events is not None:
-            for event in self.class_events.unchanged(frame.timestamp):
+        if self.events is not None:
+            for event in self.events.skipped(frame):
                 self._send_event(event)
 
     def _classify(self, model: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:

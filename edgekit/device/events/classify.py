@@ -88,6 +88,22 @@ class ClassEvents:
         """A frame that was not inferred because it did not change: the last frame's top class again."""
         return self.update(self._last_top, ts)
 
+    # The pipeline's event stage (`edgekit.device.pipeline.EventStage`), like the detection events.
+    needs_frames = False  # class events keep no images
+
+    def observe(self, record: dict[str, Any], frame: Any, geometry: Any) -> list[dict[str, Any]]:
+        """One classification result record: its top class (or none) at the frame's capture time."""
+        classes = record["classes"]
+        return self.update(classes[0] if classes else None, frame.timestamp)
+
+    def skipped(self, frame: Any) -> list[dict[str, Any]]:
+        """A frame motion gating skipped: it counts towards the hold (see `unchanged`)."""
+        return self.unchanged(frame.timestamp)
+
+    def has_active_objects(self) -> bool:
+        """Nothing is tracked: an unchanged picture keeps its class, so gating may skip it."""
+        return False
+
     def finish(self) -> list[dict[str, Any]]:
         """The stream ended: the open event's ``end`` (at the last frame seen), if there is one."""
         return [self._close(self._last_ts)] if self._event is not None else []

@@ -153,6 +153,10 @@ class DetectionEvents:
                 out.extend(self._seen(t, d, frame))
         return out
 
+    def skipped(self, frame: Frame) -> list[dict[str, Any]]:
+        """A frame motion gating skipped: never shown to the tracker (see `has_active_objects`)."""
+        return []
+
     def has_active_objects(self) -> bool:
         """Whether a track is open (the motion gate then infers every frame).
 
