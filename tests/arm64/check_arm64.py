@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, TEST_DATA
@@ -182,13 +183,9 @@ def test_area_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, dict
 CORAL = TEST_DATA / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
 
 
-class ScoreDrift(AssertionError):
-    """Scores further apart than the tolerance, with the same top-1 and schema on every frame."""
-
-
-def compare_classify(x86: list[dict[str, Any]], arm: list[dict[str, Any]], step: float, steps: int) -> None:
-    """Same schema and top-1 on every frame (AssertionError), and every score shared by both within ``steps`` of
-    ``step`` (ScoreDrift, raised only once the rest held on every frame)."""
+def compare_classify(x86: list[dict[str, Any]], arm: list[dict[str, Any]], step: float, steps: int | None) -> None:
+    """Same schema and top-1 on every frame, and every score shared by both within ``steps`` of ``step`` (checked
+    once the rest held on every frame, so a failure names the worst frame; None: scores not compared)."""
     assert len(x86) == len(arm) > 0
     worst: tuple[float, Any] = (0.0, None)
     for a, b in zip(x86, arm, strict=True):
@@ -199,25 +196,20 @@ def compare_classify(x86: list[dict[str, Any]], arm: list[dict[str, Any]], step:
         for c in a["classes"]:
             if c["id"] in scores and abs(c["score"] - scores[c["id"]]) > worst[0]:
                 worst = (abs(c["score"] - scores[c["id"]]), (a["frame"], a["classes"], b["classes"]))
-    if worst[0] > steps * step + 1e-4:
-        raise ScoreDrift(f"{worst[0] / step:.1f} steps apart (tolerance {steps}): {worst[1]}")
+    if steps is not None and worst[0] > steps * step + 1e-4:
+        raise AssertionError(f"{worst[0] / step:.1f} steps apart (tolerance {steps}): {worst[1]}")
 
 
-# Score tolerance in output steps, with identical input: one, the issue's. edgekit's conversion meets it (measured:
-# every layer's output identical). It used to be up to 9: its baked normalisation was an int8 MUL, the one op
-# XNNPACK rounds differently on aarch64; it is a 1x1 depthwise convolution now (edgekit/convert/quantize.py).
-# Coral's model, which edgekit did not make, runs on XNNPACK's uint8 kernels and does not: with the bilinear
-# stretch a plain .tflite gets, byte-identical input gave scores 7 steps apart on the pictures and 3 on the video
-# (CI run of 2026-12-02; 1-2 with area input). Same top-1 everywhere, asserted; the drift is a known failure.
-TOLERANCE = {"coral": 1, "converted": 1}
-CORAL_DRIFT = pytest.mark.xfail(
-    strict=True, raises=ScoreDrift, reason="Coral's uint8 model under XNNPACK: up to 7 steps apart on aarch64"
-)
-RUNS = [
-    pytest.param(model, source, marks=[CORAL_DRIFT] if model == "coral" else [])
-    for model in TOLERANCE
-    for source in ("pictures", "video")
-]
+# Score tolerance in output steps against the same run on x86, with identical input: one, the issue's. edgekit's
+# conversion meets it (measured: every layer's output identical). It used to be up to 9: its baked normalisation was
+# an int8 MUL, the one op XNNPACK rounds differently on aarch64; it is a 1x1 depthwise convolution now
+# (edgekit/convert/quantize.py). Coral's model, which edgekit did not make, runs on XNNPACK's uint8 kernels, which
+# are not exact on either machine: measured on the same input bytes, XNNPACK on x86 is up to 11 steps from LiteRT's
+# reference kernels and up to 7 from XNNPACK on aarch64 (CI run of 2026-12-02: 7 on the pictures, 3 on the video).
+# Its scores are held to the reference kernels instead (test_coral_model_on_xnnpack_is_as_close_to_the_reference):
+# here, same schema and top-1 on every frame, and the MQTT sink.
+TOLERANCE: dict[str, int | None] = {"coral": None, "converted": 1}
+RUNS = [(model, source) for model in TOLERANCE for source in ("pictures", "video")]
 
 
 @pytest.mark.parametrize(("model", "source"), RUNS)
@@ -240,6 +232,25 @@ def test_run_classifies_like_x86_to_stdout_and_mqtt(
     sub.close()
     assert sub.payloads("cams/pi/result") == results  # the MQTT sink published what stdout printed
     compare_classify(x86, results, output_step(path), TOLERANCE[model])
+
+
+def test_coral_model_on_xnnpack_is_as_close_to_the_reference(emulated: list[str], tmp_path: Path) -> None:
+    """Coral's uint8 model on the very same input bytes (the video's frames and the pictures, put in the input
+    tensor by `edgekit run`'s model on x86): LiteRT's reference kernels give bit-identical outputs on both
+    architectures; XNNPACK (what `edgekit run` uses) gives the reference's top-1 on every input on both, and on
+    aarch64 is no further from the reference than on x86, within one step."""
+    script, inputs = str(HERE / "kernels_dump.py"), str(tmp_path / "inputs.npy")
+    args = [str(CORAL), str(VIDEO), str(VIDEO_FRAMES), *map(str, CLASSIFY)]
+    run([sys.executable, script, str(tmp_path / "x86.npz"), inputs, "save", *args], REPO)
+    run([*emulated, script, str(tmp_path / "arm.npz"), inputs, "load", *args], REPO, timeout=600)
+    with np.load(tmp_path / "x86.npz") as x86, np.load(tmp_path / "arm.npz") as arm:
+        assert (str(x86["machine"]), str(arm["machine"])) == ("x86_64", "aarch64")
+        assert x86["reference"].shape == (VIDEO_FRAMES + len(CLASSIFY), 1, 1001)
+        assert np.array_equal(x86["reference"], arm["reference"])
+        top1 = x86["reference"].argmax(-1)
+        assert np.array_equal(x86["xnnpack"].argmax(-1), top1) and np.array_equal(arm["xnnpack"].argmax(-1), top1)
+        off_x86, off_arm = (int(np.abs(out["xnnpack"].astype(int) - out["reference"]).max()) for out in (x86, arm))
+    assert off_arm <= off_x86 + 1, f"XNNPACK is {off_arm} steps from the reference on aarch64, {off_x86} on x86"
 
 
 def test_run_detects_like_x86(emulated: list[str], tmp_path: Path) -> None:
