@@ -153,8 +153,11 @@ class TrackingConfig:
     end_after: float = ruled(2.0, lambda v: v > 0, "above 0 seconds")
     # Least overlap (intersection over union) of a detection with a track's predicted box to continue it.
     iou: float = ruled(0.2, lambda v: 0.0 < v < 1.0, "between 0 and 1 (exclusive)")
-    # Detections scoring less are not tracked (track_id null); [objects.filters.LABEL] can raise it per label.
+    # Detections scoring less start no track; [objects.filters.LABEL] can raise it per label.
     min_score: float = ruled(0.5, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+    # Detections from this score up to min_score only continue a track they overlap (IoU >= 0.5), else are not
+    # tracked (track_id null): ByteTrack's low threshold (its published default), for objects scored low a while.
+    keep_score: float = ruled(0.1, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
 
 
 @dataclass(frozen=True)

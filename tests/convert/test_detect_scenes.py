@@ -43,6 +43,26 @@ def test_boxes_frame_the_drawn_shapes(backgrounds: list[np.ndarray]) -> None:
             assert np.abs(pixel - colours[SHAPE_CLASSES[cls]]).max() <= 26 or _occluded(boxes, box)
 
 
+def test_stretched_scenes_arrive_narrowed_as_a_4_3_frame_does(backgrounds: list[np.ndarray]) -> None:
+    """Drawn 4:3 and squeezed to the square: a circle's box is 3/4 as wide as high, its colour still inside it;
+    (1, 1) draws the very scenes of the default (cached trainings stay valid)."""
+    scenes = make_scenes(backgrounds, 12, 120, seed=7, stretch=(4 / 3, 4 / 3))
+    colour = np.array((220, 40, 40))
+    circles = 0
+    for image, boxes, classes in zip(scenes.images, scenes.boxes, scenes.classes, strict=True):
+        for box, cls in zip(boxes, classes, strict=True):
+            if cls != 0 or _occluded(boxes, box):
+                continue
+            circles += 1
+            assert (box[3] - box[1]) / (box[2] - box[0]) == pytest.approx(0.75, abs=0.01)
+            cy, x = (box[0] + box[2]) / 2, box[1] + 0.6 * (box[3] - box[1])  # right of the centre, inside
+            inside = image[int(cy * 120), int(x * 120)]
+            assert np.abs(inside.astype(int) - colour).max() <= 30
+    assert circles >= 3
+    square = make_scenes(backgrounds, 6, 96, seed=3, stretch=(1.0, 1.0))
+    assert np.array_equal(square.images, make_scenes(backgrounds, 6, 96, seed=3).images)
+
+
 def _occluded(boxes: np.ndarray, box: np.ndarray) -> bool:
     others = [b for b in boxes if not np.array_equal(b, box)]
     cy, cx = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2

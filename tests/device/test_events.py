@@ -117,6 +117,28 @@ def test_two_objects_crossing_keep_their_ids() -> None:
     assert len(set(first.values())) == 2
 
 
+def test_weak_detections_continue_a_confirmed_track_and_never_start_one() -> None:
+    # Scored 0.9 for 5 frames (confirmed), then 0.3 for 30 (3 s: past end_after 2 s) while it drifts right: one id.
+    # A 0.3 detection elsewhere starts nothing; one overlapping the track by IoU < 0.3 (under 0.5) does not continue it.
+    strong = [[("circle", 0.9, box_at(0.3 + 0.005 * i, 0.5))] for i in range(5)]
+    weak = [[("circle", 0.3, box_at(0.3 + 0.005 * i, 0.5)), ("square", 0.3, box_at(0.8, 0.2))] for i in range(5, 35)]
+    events = feed(stage(), strong + weak + [[]] * 25)
+    records = feed.records  # type: ignore[attr-defined]
+    circle_ids = {d["track_id"] for r in records for d in r["detections"] if d["label"] == "circle"}
+    assert len(circle_ids) == 1 and None not in circle_ids
+    assert {d["track_id"] for r in records for d in r["detections"] if d["label"] == "square"} == {None}
+    assert [(i, e["event"]) for i, e in events] == [(2, "new"), (54, "end")]  # 2 s after its last (weak) sighting
+    assert events[1][1]["end"] == 3.4
+    off = feed(stage(tracking=TrackingConfig(keep_score=0.5)), strong + weak)  # no weak band: it ends at 2.4 s
+    assert [(i, e["event"]) for i, e in off] == [(2, "new"), (24, "end")]
+    assert {d["track_id"] for r in feed.records[5:] for d in r["detections"]} == {None}  # type: ignore[attr-defined]
+    shifted = [[("circle", 0.3, box_at(0.45, 0.5))]] * 3  # IoU under 0.3 with where the track is predicted
+    s = stage()
+    feed(s, strong)
+    feed(s, shifted, start=5)
+    assert {d["track_id"] for r in feed.records for d in r["detections"]} == {None}  # type: ignore[attr-defined]
+
+
 def test_zone_counts_after_inertia_and_entered_zones_stay_after_leaving() -> None:
     zones = {
         "right": ZoneConfig(coordinates=[[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]], inertia=3),

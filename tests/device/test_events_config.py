@@ -18,6 +18,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("tracking.min_hits", {"tracking": {"min_hits": 0}}, "key 'tracking.min_hits' must be 1 or more, got 0"),
     ("tracking.end_after", {"tracking": {"end_after": 0.0}}, "key 'tracking.end_after' must be above 0 seconds"),
     ("tracking.iou", {"tracking": {"iou": 1.0}}, "key 'tracking.iou' must be between 0 and 1 (exclusive)"),
+    ("tracking.keep_score", {"tracking": {"keep_score": -0.1}}, "key 'tracking.keep_score' must be between 0 and 1"),
     ("window below min_hits", {"tracking": {"min_hits": 4, "window": 2}}, "key 'tracking.window' (2) must be at"),
     ("snapshots.quality", {"snapshots": {"quality": 0}}, "key 'snapshots.quality' must be 1..100, got 0"),
     ("snapshots.max_mb", {"snapshots": {"max_mb": 0.0}}, "key 'snapshots.max_mb' must be above 0, got 0.0"),

@@ -28,6 +28,8 @@ class Recipe:
         batch_size: scenes per step.
         learning_rate: peak learning rate.
         seed: seed of scenes, weights and batches.
+        stretch: (min, max) width / height of the training scenes before they are squeezed to the square input
+            (`make_scenes`): a detector for 4:3 or 16:9 frames under the "stretch" preprocessing.
     """
 
     input_size: int = 160
@@ -37,11 +39,15 @@ class Recipe:
     batch_size: int = 16
     learning_rate: float = 2e-3
     seed: int = 0
+    stretch: tuple[float, float] = (1.0, 1.0)
 
     def key(self, photos_dir: str | Path) -> str:
         """Hash of the recipe, the code version and the background photos (names and sizes)."""
         photos = sorted((p.name, p.stat().st_size) for p in Path(photos_dir).iterdir() if p.is_file())
-        blob = json.dumps([RECIPE_VERSION, asdict(self), photos], sort_keys=True).encode()
+        fields = asdict(self)
+        if self.stretch == (1.0, 1.0):  # added later: left out at its default so older trainings stay cached
+            del fields["stretch"]
+        blob = json.dumps([RECIPE_VERSION, fields, photos], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -66,7 +72,9 @@ def trained_shape_detector(photos_dir: str | Path, cache_dir: str | Path, recipe
         logger.info("using cached detector %s", saved_model)
         return saved_model
     folder.mkdir(parents=True, exist_ok=True)
-    scenes = make_scenes(load_photos(photos_dir), recipe.train_scenes, recipe.input_size, seed=recipe.seed + 1)
+    scenes = make_scenes(
+        load_photos(photos_dir), recipe.train_scenes, recipe.input_size, seed=recipe.seed + 1, stretch=recipe.stretch
+    )
     det = build_ssdlite(len(SHAPE_CLASSES), recipe.input_size, recipe.alpha, seed=recipe.seed)
     logger.info("training %s for %d steps", det.model.name, recipe.steps)
     history = train_ssdlite(

@@ -66,11 +66,15 @@ def make_scenes(
     seed: int,
     max_objects: int = 4,
     object_scale: tuple[float, float] = (0.15, 0.45),
+    stretch: tuple[float, float] = (1.0, 1.0),
 ) -> Scenes:
     """Draw ``count`` scenes of ``size`` x ``size`` pixels, deterministic for a given seed and photo list.
 
     Each scene is a random crop of a photo with 1..``max_objects`` shapes (circle, square/rectangle,
-    triangle) whose sides are ``object_scale`` of the image, overlapping each other by IoU < 0.1.
+    triangle) whose sides are ``object_scale`` of the image height, overlapping each other by IoU < 0.1.
+    With ``stretch`` the scene is first drawn ``r`` times wider than high (``r`` uniform in that range) and then
+    squeezed to the square, as the "stretch" preprocessing squeezes a 4:3 or 16:9 camera frame, so the shapes
+    arrive narrowed as they do from such a camera.
 
     Args:
         photos: RGB background photos.
@@ -78,7 +82,9 @@ def make_scenes(
         size: side of the square scenes in pixels.
         seed: random seed.
         max_objects: most objects in one scene.
-        object_scale: (min, max) object side as a fraction of the image side.
+        object_scale: (min, max) object side as a fraction of the image height.
+        stretch: (min, max) width / height of the scene before it is squeezed to the square; (1, 1) draws
+            square scenes (and the same scenes as before this option, for a given seed).
 
     Returns:
         The scenes with their boxes and classes.
@@ -93,13 +99,17 @@ def make_scenes(
     all_classes: list[npt.NDArray[np.int64]] = []
     for i in range(count):
         photo = photos[int(rng.integers(len(photos)))]
+        # Drawn only when asked for, so square scenes keep their random sequence (and cached trainings).
+        ratio = 1.0 if stretch == (1.0, 1.0) else float(rng.uniform(*stretch))
+        width = round(size * ratio)
         h, w = photo.shape[:2]
-        side = int(min(h, w) * rng.uniform(0.35, 1.0))
+        side = int(min(h, w / ratio) * rng.uniform(0.35, 1.0))
+        crop_w = min(round(side * ratio), w)
         y0 = int(rng.integers(0, h - side + 1))
-        x0 = int(rng.integers(0, w - side + 1))
-        crop = photo[y0 : y0 + side, x0 : x0 + side]
+        x0 = int(rng.integers(0, w - crop_w + 1))
+        crop = photo[y0 : y0 + side, x0 : x0 + crop_w]
         canvas: npt.NDArray[np.uint8] = np.ascontiguousarray(
-            cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), dtype=np.uint8
+            cv2.resize(crop, (width, size), interpolation=cv2.INTER_AREA), dtype=np.uint8
         )
         boxes: list[list[float]] = []
         classes: list[int] = []
@@ -108,16 +118,18 @@ def make_scenes(
                 cls = int(rng.integers(len(SHAPE_CLASSES)))
                 bh = rng.uniform(*object_scale) * size
                 bw = bh if cls != 1 else bh * rng.uniform(0.7, 1.4)
-                bw = min(bw, size * 0.95)
+                bw = min(bw, width * 0.95)
                 top = rng.uniform(0, size - bh)
-                left = rng.uniform(0, size - bw)
-                box = [top / size, left / size, (top + bh) / size, (left + bw) / size]
+                left = rng.uniform(0, width - bw)
+                box = [top / size, left / width, (top + bh) / size, (left + bw) / width]
                 if boxes and iou_matrix(np.array([box]), np.array(boxes)).max() > 0.1:
                     continue
                 _draw_shape(cv2, canvas, SHAPE_CLASSES[cls], top, left, bh, bw, rng)
                 boxes.append(box)
                 classes.append(cls)
                 break
+        if width != size:
+            canvas = np.ascontiguousarray(cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA))
         images[i] = canvas
         all_boxes.append(np.clip(np.array(boxes, dtype=np.float32).reshape(-1, 4), 0.0, 1.0))
         all_classes.append(np.array(classes, dtype=np.int64))

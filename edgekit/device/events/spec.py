@@ -68,6 +68,7 @@ class EventsSpec:
 
     iou: float
     min_score: float
+    keep_score: float
     min_hits: int
     window: int
     end_after: float
@@ -131,6 +132,7 @@ def build_spec(config: Config, labels: Collection[str], model_name: str, where: 
     return EventsSpec(
         iou=tracking.iou,
         min_score=tracking.min_score,
+        keep_score=tracking.keep_score,
         min_hits=tracking.min_hits,
         window=tracking.window,
         end_after=tracking.end_after,

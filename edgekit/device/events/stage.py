@@ -101,27 +101,32 @@ class DetectionEvents:
     def _inside(self, polygon: np.ndarray, x: float, y: float) -> bool:
         return bool(self._point_in(polygon, (x, y), False) >= 0)
 
-    def _keep(self, d: dict[str, Any]) -> bool:
-        if d["score"] < self.spec.min_score:
-            return False
+    def _keep(self, d: dict[str, Any]) -> int:
+        """0: not tracked; 1: weak (may continue a track, see `Tracker`); 2: tracked."""
+        score = d["score"]
+        if score < self.spec.keep_score and score < self.spec.min_score:
+            return 0
         b = d["box_norm"]
+        start = self.spec.min_score
         f = self.spec.filters.get(d["label"])
         if f is not None:
             area = (b["xmax"] - b["xmin"]) * (b["ymax"] - b["ymin"])
-            if d["score"] < f.min_score or not f.min_area <= area <= f.max_area:
-                return False
+            if score < f.min_score or not f.min_area <= area <= f.max_area:
+                return 0
+            start = max(start, f.min_score)
         masks = self._label_masks.get(d["label"], self._mask)
         if masks:
             x, y = (b["xmin"] + b["xmax"]) / 2, b["ymax"]  # the bottom centre: where the object stands
             if any(self._inside(m, x, y) for m in masks):
-                return False
-        return True
+                return 0
+        return 2 if score >= start else 1
 
     def observe(self, record: dict[str, Any], frame: Frame, geometry: Geometry) -> list[dict[str, Any]]:
         """Take one result record: give each detection its ``track_id``, return the event records due.
 
         Detections below the score filters, outside the area filters or standing in a mask are not tracked
-        (``track_id`` null); the record keeps them, as the detector saw them.
+        (``track_id`` null), nor weak ones (``tracking.keep_score`` up to ``min_score``) that continue no
+        confirmed track; the record keeps them, as the detector saw them.
 
         Args:
             record: a detection result record (each detection gains ``track_id``).
@@ -135,21 +140,25 @@ class DetectionEvents:
             self._place(geometry.source_size)
         self._camera = record["camera"]
         kept = []
+        weak = []
         for d in record["detections"]:
-            if self._keep(d):
+            d["track_id"] = None
+            kind = self._keep(d)
+            if kind:
                 kept.append(d)
-            else:
-                d["track_id"] = None
+                weak.append(kind == 1)
         boxes = [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in (d["box_norm"] for d in kept)]
         ts = frame.timestamp
-        tracks, ended = self.tracker.update(boxes, [d["label"] for d in kept], [d["score"] for d in kept], ts)
+        labels, scores = [d["label"] for d in kept], [d["score"] for d in kept]
+        tracks, ended = self.tracker.update(boxes, labels, scores, ts, weak if any(weak) else ())
         for d, t in zip(kept, tracks, strict=True):
-            d["track_id"] = t.id
+            if t is not None:
+                d["track_id"] = t.id
         if not self.spec.events:
             return []
         out = [r for t in ended if t.id in self._objects for r in self._end(t)]
         for d, t in zip(kept, tracks, strict=True):
-            if t.confirmed:
+            if t is not None and t.confirmed:
                 out.extend(self._seen(t, d, frame))
         return out
 

@@ -26,6 +26,7 @@ _MEASUREMENT_STD = 0.01
 _POSITION_STD = 0.01
 _VELOCITY_STD = 0.003
 _LABEL_PENALTY = 0.3  # cost added to pairing a detection with a track of another label (a flicker, not a swap)
+_WEAK_IOU = 0.5  # least overlap for a weak detection to continue a track (ByteTrack's second association)
 
 
 def _kalman(box: Sequence[float]) -> Any:
@@ -74,9 +75,12 @@ class Tracker:
 
     Each frame, every track's filter predicts where its object is now; detections are paired with predictions by
     the assignment that maximises overlap (pairs below ``iou`` are not made); a paired track is corrected with
-    its detection, an unpaired detection starts a tentative track. A track is confirmed once it was paired in
-    ``min_hits`` of its first ``window`` frames (a tentative one that can no longer get there is dropped), and
-    ends when it has not been paired for ``end_after`` seconds.
+    its detection, an unpaired detection starts a tentative track. Weak detections (scored below the tracking
+    threshold, see `update`) are paired afterwards, only with the confirmed tracks still unpaired and only from
+    an overlap of 0.5, and never start a track: an object the detector scores low for a while keeps its id
+    without low scores starting tracks (ByteTrack's second association, Zhang et al. 2022). A track is
+    confirmed once it was paired in ``min_hits`` of its first ``window`` frames (a tentative one that can no
+    longer get there is dropped), and ends when it has not been paired for ``end_after`` seconds.
 
     Args:
         iou: least intersection over union of a detection and a predicted box to pair them.
@@ -96,8 +100,13 @@ class Tracker:
         self._next_id = 1
 
     def update(
-        self, boxes: Sequence[Sequence[float]], labels: Sequence[str], scores: Sequence[float], ts: float
-    ) -> tuple[list[Track], list[Track]]:
+        self,
+        boxes: Sequence[Sequence[float]],
+        labels: Sequence[str],
+        scores: Sequence[float],
+        ts: float,
+        weak: Sequence[bool] = (),
+    ) -> tuple[list[Track | None], list[Track]]:
         """Advance one frame.
 
         Args:
@@ -105,9 +114,11 @@ class Tracker:
             labels: their labels.
             scores: their scores.
             ts: the frame's time (seconds).
+            weak: per detection, whether it is weak (may only continue a confirmed track); none when empty.
 
         Returns:
-            (the track of each detection, in order; the confirmed tracks that ended in this frame).
+            (the track of each detection, in order, None for a weak one that continued none; the confirmed
+            tracks that ended in this frame).
         """
         tracks = self.tracks
         for t in tracks:
@@ -117,22 +128,17 @@ class Tracker:
             t.matched = False
         n = len(boxes)
         assigned: list[Track | None] = [None] * n
-        if tracks and n:
-            # Plain Python: for the few objects of a frame it is 10x faster than numpy's per-call overhead.
-            cost = [
-                [
-                    1.0 - _iou(t.predicted, boxes[j]) + (_LABEL_PENALTY if labels[j] != t.label else 0.0)
-                    for j in range(n)
-                ]
-                for t in tracks
-            ]
-            _, rows, _ = self._lapjv(np.array(cost), extend_cost=True, cost_limit=1.0 - self.iou)
-            for i, j in enumerate(rows):
-                if j >= 0:
-                    assigned[j] = tracks[i]
+        strong = [j for j in range(n) if not (weak and weak[j])]
+        self._assign(tracks, strong, boxes, labels, self.iou, assigned)
+        if len(strong) < n:
+            taken = {id(t) for t in assigned if t is not None}
+            left = [t for t in tracks if t.confirmed and id(t) not in taken]
+            self._assign(left, [j for j in range(n) if weak[j]], boxes, labels, max(self.iou, _WEAK_IOU), assigned)
         for j in range(n):
             box = (float(boxes[j][0]), float(boxes[j][1]), float(boxes[j][2]), float(boxes[j][3]))
             found = assigned[j]
+            if found is None and weak and weak[j]:
+                continue
             if found is None:
                 t = Track(self._next_id, box, labels[j], scores[j], ts, ts, deque(maxlen=self.window), _kalman(box))
                 self._next_id += 1
@@ -160,7 +166,29 @@ class Tracker:
                 continue
             kept.append(t)
         self.tracks = kept
-        return assigned, ended  # type: ignore[return-value]
+        return assigned, ended
+
+    def _assign(
+        self,
+        tracks: Sequence[Track],
+        dets: Sequence[int],
+        boxes: Sequence[Sequence[float]],
+        labels: Sequence[str],
+        iou: float,
+        assigned: list[Track | None],
+    ) -> None:
+        """Pair detections ``dets`` (indices) with ``tracks`` by the assignment that maximises overlap."""
+        if not tracks or not dets:
+            return
+        # Plain Python: for the few objects of a frame it is 10x faster than numpy's per-call overhead.
+        cost = [
+            [1.0 - _iou(t.predicted, boxes[j]) + (_LABEL_PENALTY if labels[j] != t.label else 0.0) for j in dets]
+            for t in tracks
+        ]
+        _, rows, _ = self._lapjv(np.array(cost), extend_cost=True, cost_limit=1.0 - iou)
+        for i, k in enumerate(rows):
+            if k >= 0:
+                assigned[dets[k]] = tracks[i]
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
