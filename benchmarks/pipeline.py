@@ -241,7 +241,7 @@ print(frames)
 
 # The measured processes run with their bytecode cached, as an installed package's is (pip compiles it): this
 # checkout is an editable install and PYTHONDONTWRITEBYTECODE may be set, so without it every `edgekit run`
-# would compile its ~100 modules from source at start-up (about 50 ms of CPU here) while the tutorial's imports
+# would compile its 34 modules from source at start-up (about 50 ms of CPU here) while the tutorial's imports
 # (numpy, cv2, LiteRT: site-packages) load compiled. The cache lives outside the repository; `warm_up` fills it.
 PROCESS_ENV = {
     **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
