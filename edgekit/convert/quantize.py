@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -14,10 +15,17 @@ logger = logging.getLogger(__name__)
 
 IoType = Literal["uint8", "int8"]
 STEPS = frozenset({"equalize", "bias", "percentile"})
+STEP_NAMES = {
+    "equalize": "cross-layer equalization",
+    "bias": "bias correction",
+    "percentile": "per-tensor range choice (least quantization MSE)",
+}
 VECTOR_SIZE = 4096  # activations with at most this many values per image are not clipped
-# Fraction of feature-map values clipped at each end. Swept on benchmarks/convert_fidelity.py's evaluation set
-# (1e-5 .. 4e-4): less clipping leaves rounding noise, more clips the activations confident predictions rely on.
-TAIL = 2e-4
+# Candidate clips per feature map (fraction of values clipped at each end; 0 is min/max). Not tuned: a grid
+# spanning "nothing" to "one value in two thousand"; which one a tensor gets is decided by its own statistics.
+CLIP_TAILS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 5e-4)
+# Share of the calibration pictures held out to choose the recipe (never used to fit ranges or weights).
+SELECT_FRACTION = 0.25
 Progress = Callable[[int], None]
 
 
@@ -110,73 +118,6 @@ def quantize_calibrated(calibrated: bytes, io: IoType = "uint8") -> bytes:
         return bytes(mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype))
 
 
-def activation_tails(
-    calibrated: bytes, images: np.ndarray, tail: float = TAIL, progress: Progress | None = None
-) -> dict[int, tuple[float, float]]:
-    """Percentile ranges of every annotated activation, from exact per-image tails.
-
-    Each image contributes its ``4 * tail`` most negative and most positive values per tensor (an O(n)
-    partition, no sampling), so the ``tail`` quantile over all images is exact unless a single image holds more
-    than four times its share of the extremes.
-
-    Args:
-        calibrated: a calibrate-only model (float, with min/max annotations).
-        images: (N, H, W, 3) uint8 inputs in the model's input units.
-        tail: fraction of values clipped at each end (2e-4: the 0.02th and 99.98th percentiles).
-        progress: called once per image.
-
-    Returns:
-        tensor index -> (low, high), with low <= 0 <= high.
-    """
-    interp = interpreter(calibrated, preserve=True)
-    model = _read(calibrated)
-    sub = model.subgraphs[0]
-    wanted = [
-        i
-        for i, t in enumerate(sub.tensors)
-        if t.quantization is not None
-        and t.quantization.min is not None
-        and len(t.quantization.min) == 1
-        and not _is_constant(model, t)
-        and i not in set(sub.inputs)
-    ]
-    lows: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
-    highs: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
-    sizes = dict.fromkeys(wanted, 0)
-    inp = interp.get_input_details()[0]
-    for image in images:
-        interp.set_tensor(inp["index"], image[None].astype(np.float32))
-        interp.invoke()
-        for i in wanted:
-            try:
-                v = interp.get_tensor(i).reshape(-1)
-            except ValueError:  # freed by the interpreter (not an activation after all)
-                continue
-            k = min(v.size - 1, max(1, int(np.ceil(4 * tail * v.size))))
-            part = np.partition(v, (k, v.size - 1 - k))
-            lows[i].append(part[:k].copy())
-            highs[i].append(part[v.size - k :].copy())
-            sizes[i] += v.size
-        if progress is not None:
-            progress(1)
-    ranges: dict[int, tuple[float, float]] = {}
-    for i in wanted:
-        if not sizes[i]:
-            continue
-        per_image = sizes[i] // len(images)
-        # Vectors (pooled features, logits) keep their full range: every value there is signal, and clipping
-        # the logits would saturate exactly the confident predictions. Clipping pays off on feature maps, where
-        # a few outliers among a million values would otherwise stretch the scale for all the others.
-        rank = 1 if per_image <= VECTOR_SIZE else max(1, round(tail * sizes[i]))
-        lo_all = np.sort(np.concatenate(lows[i]))
-        hi_all = np.sort(np.concatenate(highs[i]))
-        lo = float(lo_all[min(rank, lo_all.size) - 1])
-        hi = float(hi_all[max(0, hi_all.size - rank)])
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-        ranges[i] = (lo, max(hi, lo + 1e-6))
-    return ranges
-
-
 def _read(model: bytes) -> Any:
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -228,6 +169,342 @@ def _fix_input_range(calibrated: bytes, ranges: dict[int, tuple[float, float]]) 
     return ranges
 
 
+def _stats_tensors(model: Any) -> list[int]:
+    sub = model.subgraphs[0]
+    inputs = {int(i) for i in sub.inputs}
+    return [
+        i
+        for i, t in enumerate(sub.tensors)
+        if t.quantization is not None
+        and t.quantization.min is not None
+        and len(t.quantization.min) == 1
+        and not _is_constant(model, t)
+        and i not in inputs
+    ]
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """What one calibration pass learnt about one activation tensor."""
+
+    low: np.ndarray  # the most negative values, sorted ascending (each image's 4 * max_tail share)
+    high: np.ndarray  # the most positive values, sorted ascending
+    size: int  # values seen over all images
+    nonzero: int  # of which non-zero (zeros are exact in int8, they add no rounding noise)
+    per_image: int
+
+
+def activation_stats(
+    calibrated: bytes, images: np.ndarray, max_tail: float = max(CLIP_TAILS), progress: Progress | None = None
+) -> dict[int, TensorStats]:
+    """One interpreter pass over ``images`` keeping, per activation, its exact extreme values and counts.
+
+    Each image contributes its ``4 * max_tail`` most negative and most positive values per tensor (an O(n)
+    partition, no sampling), so any quantile up to ``max_tail`` over all images is exact unless a single image
+    holds more than four times its share of the extremes. Every range candidate is then scored from these
+    statistics alone, without another pass.
+
+    Args:
+        calibrated: a calibrate-only model (float, with min/max annotations).
+        images: (N, H, W, 3) uint8 inputs in the model's input units.
+        max_tail: the largest fraction of values any candidate range will clip at each end.
+        progress: called once per image.
+
+    Returns:
+        tensor index -> statistics.
+    """
+    interp = interpreter(calibrated, preserve=True)
+    wanted = _stats_tensors(_read(calibrated))
+    lows: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
+    highs: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
+    sizes = dict.fromkeys(wanted, 0)
+    nonzero = dict.fromkeys(wanted, 0)
+    inp = interp.get_input_details()[0]
+    for image in images:
+        interp.set_tensor(inp["index"], image[None].astype(np.float32))
+        interp.invoke()
+        for i in wanted:
+            try:
+                v = interp.get_tensor(i).reshape(-1)
+            except ValueError:  # freed by the interpreter (not an activation after all)
+                continue
+            k = min(v.size - 1, max(1, int(np.ceil(4 * max_tail * v.size))))
+            part = np.partition(v, (k, v.size - 1 - k))
+            lows[i].append(part[:k].copy())
+            highs[i].append(part[v.size - k :].copy())
+            sizes[i] += v.size
+            nonzero[i] += int(np.count_nonzero(v))
+        if progress is not None:
+            progress(1)
+    return {
+        i: TensorStats(
+            np.sort(np.concatenate(lows[i])),
+            np.sort(np.concatenate(highs[i])),
+            sizes[i],
+            nonzero[i],
+            sizes[i] // len(images),
+        )
+        for i in wanted
+        if sizes[i]
+    }
+
+
+def _clip_at(stats: TensorStats, tail: float) -> tuple[float, float]:
+    rank = max(1, round(tail * stats.size))
+    lo = float(stats.low[min(rank, stats.low.size) - 1])
+    hi = float(stats.high[max(0, stats.high.size - rank)])
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return lo, max(hi, lo + 1e-6)
+
+
+def quantization_mse(stats: TensorStats, lo: float, hi: float) -> float:
+    """Mean squared int8 error of a tensor quantized to ``[lo, hi]``: clipping error plus rounding noise.
+
+    The clipping part is exact from the stored extremes; the rounding part is the uniform-noise model
+    ``step^2 / 12`` for every non-zero value (zero is on the grid).
+    """
+    low, high = stats.low[stats.low < lo], stats.high[stats.high > hi]
+    clipped = float(((low - lo) ** 2).sum() + ((high - hi) ** 2).sum())
+    step = (hi - lo) / 255.0
+    return (clipped + (stats.nonzero - low.size - high.size) * step * step / 12.0) / stats.size
+
+
+def chosen_ranges(
+    stats: dict[int, TensorStats], tails: tuple[float, ...] = CLIP_TAILS
+) -> dict[int, tuple[float, float]]:
+    """Per tensor, the candidate clip (min/max or a tail quantile) with the least quantization MSE.
+
+    Vectors (pooled features, logits) keep min/max: every value there is signal, and clipping the logits would
+    saturate exactly the confident predictions.
+    """
+    ranges = {}
+    for i, s in stats.items():
+        options = [_clip_at(s, t) for t in (tails if s.per_image > VECTOR_SIZE else (0.0,))]
+        ranges[i] = min(options, key=lambda r: quantization_mse(s, *r))
+    return ranges
+
+
+def minmax_ranges(stats: dict[int, TensorStats]) -> dict[int, tuple[float, float]]:
+    """The textbook ranges (min and max over the calibration images) from the same statistics."""
+    return chosen_ranges(stats, (0.0,))
+
+
+def activation_tails(
+    calibrated: bytes, images: np.ndarray, tail: float = 2e-4, progress: Progress | None = None
+) -> dict[int, tuple[float, float]]:
+    """Fixed-percentile ranges of every annotated activation (feature maps clipped at ``tail``, vectors min/max).
+
+    Args:
+        calibrated: a calibrate-only model (float, with min/max annotations).
+        images: (N, H, W, 3) uint8 inputs in the model's input units.
+        tail: fraction of values clipped at each end of feature maps.
+        progress: called once per image.
+
+    Returns:
+        tensor index -> (low, high), with low <= 0 <= high.
+    """
+    stats = activation_stats(calibrated, images, tail, progress)
+    return {i: _clip_at(s, tail if s.per_image > VECTOR_SIZE else 0.0) for i, s in stats.items()}
+
+
+def selection_split(
+    count: int, origins: Sequence[str] | None = None, fraction: float = SELECT_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the fit part and the held-out selection part of the calibration images.
+
+    Images that share an origin (a photo and its augmented crops) stay on one side, so the selection part
+    judges on pictures the ranges were not fitted to. Deterministic: every ``1 / fraction``-th origin in
+    sorted order is held out.
+    """
+    names = list(origins) if origins is not None and len(origins) == count else [str(i) for i in range(count)]
+    distinct = sorted(set(names))
+    every = max(2, round(1 / fraction))
+    held = {o for k, o in enumerate(distinct) if k % every == every // 2}
+    if not held or len(held) == len(distinct):
+        held = {distinct[len(distinct) // 2]} if len(distinct) > 1 else set()
+    select = np.array([i for i, o in enumerate(names) if o in held], dtype=int)
+    fit = np.array([i for i, o in enumerate(names) if o not in held], dtype=int)
+    return fit, select
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe tried on the held-out calibration split."""
+
+    name: str
+    steps: tuple[str, ...]  # of STEPS ("percentile" meaning the per-tensor range choice)
+    agree: int  # top-1 agreement with the float model, images
+    confident: int  # float top-1 probability above 0.5, images
+    confident_agree: int
+    mean_abs_dp: float
+    model: bytes = field(repr=False)
+
+    def key(self) -> tuple[int, float]:
+        return (self.agree + self.confident_agree, -self.mean_abs_dp)
+
+
+@dataclass(frozen=True)
+class Search:
+    """The per-model recipe choice: every candidate's score on the selection split, and the one kept."""
+
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    fit_images: int
+    select_images: int
+
+    def candidate(self, steps: frozenset[str]) -> Candidate | None:
+        return next((c for c in self.candidates if frozenset(c.steps) == steps and c.name != "textbook"), None)
+
+    def gains(self) -> dict[str, str]:
+        """Per step of STEPS: kept or dropped, and the held-out agreement it gained over the same recipe without it."""
+        textbook = self.candidates[0]
+        out = {}
+        kept = frozenset(self.chosen.steps)
+        for step, label in STEP_NAMES.items():
+            if step == "bias":
+                continue  # decided together with equalization (one set of corrected weights)
+            if step == "equalize":
+                label = "cross-layer equalization + bias correction"
+            with_it = self.candidate(kept | {step} | ({"bias"} if step == "equalize" else set()))
+            without = self.candidate(kept - {step, "bias"} if step == "equalize" else kept - {step}) or textbook
+            if with_it is None:
+                continue
+            verdict = "kept" if step in kept else "dropped"
+            out[label] = (
+                f"{verdict}: {_signed(with_it.agree - without.agree)} top-1 "
+                f"({_signed(with_it.confident_agree - without.confident_agree)} confident) of {self.select_images}"
+            )
+        return out
+
+    def steps_text(self) -> list[str]:
+        """The recipe as the report lists it."""
+        c, n = self.chosen, self.select_images
+        if c.name == "textbook":
+            return [f"textbook min/max calibration (no step beat it on {n} held-out calibration images)"]
+        names = [STEP_NAMES[s] for s in STEP_NAMES if s in c.steps]
+        if "percentile" not in c.steps:
+            names.append("min/max activation ranges")
+        return [*names, "exact uint8 input"]
+
+    def section(self) -> dict[str, str]:
+        """The report section: split sizes, each candidate's held-out score, each step's gain."""
+        rows = {"split": f"fit on {self.fit_images} calibration images, chosen on {self.select_images} held out"}
+        for c in self.candidates:
+            mark = " (chosen)" if c is self.chosen else ""
+            rows[c.name] = (
+                f"top-1 {c.agree}/{self.select_images}, confident {c.confident_agree}/{c.confident}, "
+                f"mean |dp| {c.mean_abs_dp:.4f}{mark}"
+            )
+        rows.update(self.gains())
+        return rows
+
+
+def _signed(n: int) -> str:
+    return f"{n:+d}"
+
+
+def _score(name: str, steps: tuple[str, ...], model: bytes, images: np.ndarray, reference: np.ndarray) -> Candidate:
+    from edgekit.convert.tfl import Runner
+
+    probs = Runner(model)(images)
+    same = probs.argmax(axis=1) == reference.argmax(axis=1)
+    confident = reference.max(axis=1) > 0.5
+    return Candidate(
+        name,
+        steps,
+        int(same.sum()),
+        int(confident.sum()),
+        int(same[confident].sum()),
+        float(np.abs(probs - reference).mean()),
+        model,
+    )
+
+
+def _predict(model: Any, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    outs = [
+        np.asarray(model(images[i : i + batch].astype(np.float32), training=False))
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(outs).reshape(len(images), -1)
+
+
+def search_recipe(
+    model: Any,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    images: np.ndarray,
+    io: IoType = "uint8",
+    progress: Progress | None = None,
+    steps: frozenset[str] = STEPS,
+    origins: Sequence[str] | None = None,
+) -> Search:
+    """Choose this model's recipe on a held-out part of its calibration images; the textbook recipe always competes.
+
+    The images are split (by origin) into a fit part and a selection part. Candidates, all fitted on the fit
+    part: the textbook recipe; the range choice (per tensor, the clip with the least quantization MSE,
+    ``chosen_ranges``) on the original weights; equalized + bias-corrected weights with min/max ranges and with
+    the range choice. One activation pass per set of weights serves both range options. Each candidate runs on
+    the selection part against the float model; a candidate replaces the textbook recipe only if it agrees with
+    the float model on at least as many images, overall and where the float model is confident, and scores
+    higher on (agreements + confident agreements, then lower mean |dp|).
+
+    Args:
+        model: float Keras classifier taking normalised input (not modified: steps work on a clone).
+        mean: per-channel mean, pixel units.
+        std: per-channel std, pixel units.
+        images: (N, H, W, 3) uint8 calibration images.
+        io: integer type of the model's input and output.
+        progress: called once per fit image in each activation pass.
+        steps: which of ``STEPS`` may be tried.
+        origins: source of each image (augmented crops share their photo's), to split by picture.
+
+    Returns:
+        The search; ``search.chosen.model`` is the int8 model.
+    """
+    from edgekit.convert.biascorr import correct_biases
+    from edgekit.convert.equalize import equalize
+
+    fit_idx, select_idx = selection_split(len(images), origins)
+    if not len(select_idx):  # a single source picture: hold out images, not pictures
+        fit_idx, select_idx = selection_split(len(images))
+    fit, select = images[fit_idx], images[select_idx]
+    baked = bake_preprocess(model, mean, std)
+    reference = _predict(baked, select)
+    candidates = [_score("textbook", (), textbook_int8(baked, fit, io), select, reference)]
+
+    def ranged(work: Any, prefix: tuple[str, ...], minmax: bool) -> None:
+        pixel = bake_preprocess(work, mean, std)
+        # The ranges are replaced below, so a few images are enough for the converter's own calibration pass.
+        calibrated = calibrate_only(pixel, fit[:: max(1, len(fit) // 8)])
+        stats = activation_stats(calibrated, fit, progress=progress)
+        options = ([(prefix, minmax_ranges(stats))] if minmax else []) + (
+            [((*prefix, "percentile"), chosen_ranges(stats))] if "percentile" in steps else []
+        )
+        for names, ranges in options:
+            q = quantize_calibrated(set_ranges(calibrated, _fix_input_range(calibrated, ranges)), io)
+            label = " + ".join(STEP_NAMES[s] for s in names) or "min/max, exact input"
+            candidates.append(_score(label, names, q, select, reference))
+
+    if "percentile" in steps:
+        ranged(model, (), minmax=False)
+    work = _clone(model) if steps & {"equalize", "bias"} else None
+    if work is not None:
+        # Weight-side statistics need far fewer images than activation ranges: means and maxima settle quickly.
+        stat_images = _normalised(fit[:: max(1, len(fit) // 64)], mean, std)
+        done: tuple[str, ...] = ()
+        if "equalize" in steps and equalize(work, stat_images):
+            done += ("equalize",)
+        if "bias" in steps and correct_biases(work, stat_images):
+            done += ("bias",)
+        if done:
+            ranged(work, done, minmax=True)
+    textbook = candidates[0]
+    eligible = [c for c in candidates if c.agree >= textbook.agree and c.confident_agree >= textbook.confident_agree]
+    chosen = max(eligible, key=Candidate.key)  # max keeps the first of equals: the textbook recipe wins ties
+    logger.info("recipe chosen on %d held-out calibration images: %s", len(select), chosen.name)
+    return Search(chosen, tuple(candidates), len(fit), len(select))
+
+
 def quantize_classifier(
     model: Any,
     mean: tuple[float, ...],
@@ -237,15 +514,14 @@ def quantize_classifier(
     recipe: str = "edgekit",
     progress: Progress | None = None,
     steps: frozenset[str] = STEPS,
+    origins: Sequence[str] | None = None,
 ) -> tuple[bytes, list[str]]:
     """Full-int8 TFLite of a float classifier, with its preprocessing baked in.
 
-    The ``edgekit`` recipe (each step measured in benchmarks/convert_fidelity.py):
-      1. cross-layer equalization of ReLU/ReLU6 activations (per-channel ranges made alike);
-      2. bias correction of the int8 weight rounding (BatchNorm means absorb the expected shift);
-      3. activation ranges of feature maps at the 0.02/99.98th percentiles of exact per-image tails instead of
-         min/max (pooled features and logits keep min/max);
-      4. the input range pinned to 0..255 so uint8 pixels enter at scale 1, zero point 0.
+    The ``edgekit`` recipe is chosen per model by ``search_recipe`` among the textbook recipe and combinations
+    of: cross-layer equalization with bias correction of the int8 weight rounding; a per-tensor range choice
+    (least quantization MSE over candidate clips); the input range pinned to 0..255 (uint8 pixels enter at
+    scale 1, zero point 0). A step is kept only when it helps this model on held-out calibration images.
 
     Args:
         model: float Keras classifier taking normalised input (it is not modified: steps work on a clone).
@@ -254,37 +530,15 @@ def quantize_classifier(
         images: (N, H, W, 3) uint8 calibration images.
         io: integer type of the model's input and output.
         recipe: ``edgekit`` or ``textbook`` (plain TFLiteConverter, the baseline).
-        progress: called once per calibration image processed in the range pass.
-        steps: which of ``STEPS`` to apply (all by default; the benchmark switches them one by one).
+        progress: called once per calibration image processed in an activation pass.
+        steps: which of ``STEPS`` may be tried (all by default; the benchmark switches them one by one).
+        origins: source of each image, so that the held-out selection split never shares a picture with the fit.
 
     Returns:
-        (int8 model bytes, names of the steps applied).
+        (int8 model bytes, names of the steps applied). ``search_recipe`` gives the full search.
     """
     if recipe == "textbook":
         baked = bake_preprocess(model, mean, std)
         return textbook_int8(baked, images, io, progress), ["textbook min/max calibration"]
-    from edgekit.convert.biascorr import correct_biases
-    from edgekit.convert.equalize import equalize
-
-    applied = []
-    work = _clone(model) if steps & {"equalize", "bias"} else None
-    if work is not None:
-        # Weight-side statistics need far fewer images than activation ranges: means and maxima settle quickly.
-        stat_images = _normalised(images[:: max(1, len(images) // 64)], mean, std)
-        if "equalize" in steps and equalize(work, stat_images):
-            applied.append("cross-layer equalization")
-        if "bias" in steps and correct_biases(work, stat_images):
-            applied.append("bias correction")
-    baked = bake_preprocess(work if work is not None else model, mean, std)
-    if "percentile" in steps:
-        # The converter's min/max are replaced below, so a few images are enough for its calibration pass.
-        calibrated = calibrate_only(baked, images[:: max(1, len(images) // 8)])
-        ranges = activation_tails(calibrated, images, progress=progress)
-        applied.append("percentile (99.98%) activation ranges")
-    else:
-        calibrated = calibrate_only(baked, images, progress)
-        ranges = {}
-        applied.append("min/max activation ranges")
-    ranges = _fix_input_range(calibrated, ranges)
-    applied.append("exact uint8 input")
-    return quantize_calibrated(set_ranges(calibrated, ranges), io), applied
+    search = search_recipe(model, mean, std, images, io, progress, steps, origins)
+    return search.chosen.model, search.steps_text()

@@ -72,3 +72,72 @@ def test_fidelity_numbers() -> None:
     assert f.top5_containment == 1.0
     assert f.mean_abs_dp == pytest.approx(np.abs(ref - q).mean())
     assert (f.labelled_images, f.float_accuracy, f.int8_accuracy) == (3, 2 / 3, 1.0)
+
+
+def test_wilson_interval_and_small_counts() -> None:
+    from edgekit.convert.report import rate, wilson
+
+    lo, hi = wilson(0, 1)
+    assert lo == 0.0 and hi == pytest.approx(1.96**2 / (1 + 1.96**2))
+    lo, hi = wilson(90, 100)
+    assert (round(lo, 3), round(hi, 3)) == (0.826, 0.945)  # the textbook Wilson 95% interval of 90/100
+    assert rate(0, 1) == "0/1 = 0.0% (95% CI 0.0-79.3%): too few images to judge"
+    assert "too few" not in rate(27, 30)
+    assert rate(0, 0) == "n/a (no images)"
+
+
+def _stats(values: np.ndarray, images: int = 4) -> object:
+    from edgekit.convert.quantize import TensorStats
+
+    v = np.sort(values.astype(np.float32))
+    k = max(1, int(np.ceil(4 * 5e-4 * v.size)))
+    return TensorStats(v[:k], v[-k:], v.size, int(np.count_nonzero(v)), v.size // images)
+
+
+def test_range_choice_clips_a_long_tail_but_not_a_flat_distribution() -> None:
+    from edgekit.convert.quantize import chosen_ranges, quantization_mse
+
+    rng = np.random.default_rng(0)
+    spiky = np.abs(rng.standard_t(2, 200_000))  # a long tail: min/max would spend most int8 levels on a few values
+    flat = rng.uniform(0, 6, 200_000)
+    stats = {0: _stats(spiky), 1: _stats(flat), 2: _stats(np.abs(rng.normal(0, 1, 4000)), images=4)}
+    ranges = chosen_ranges(stats)  # type: ignore[arg-type]
+    assert ranges[0][1] < spiky.max() and quantization_mse(stats[0], *ranges[0]) < quantization_mse(
+        stats[0], 0, spiky.max()
+    )  # type: ignore[arg-type]
+    assert ranges[1][1] == pytest.approx(flat.max(), rel=1e-3)
+    assert ranges[2][1] == pytest.approx(stats[2].high[-1])  # type: ignore[attr-defined]  # a vector keeps min/max
+
+
+def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: object, photos: list) -> None:
+    import cv2
+
+    from edgekit.convert.quantize import search_recipe, selection_split
+    from edgekit.convert.tfl import Runner
+
+    pictures = [cv2.resize(cv2.imread(str(p))[:, :, ::-1], (64, 64), interpolation=cv2.INTER_AREA) for p in photos]
+    flips = [p[:, ::-1] for p in pictures]
+    images = np.ascontiguousarray(np.stack(pictures + flips))
+    origins = [p.name for p in photos] * 2
+    fit, select = selection_split(len(images), origins)
+    assert len(select) >= 4 and not {origins[i] for i in fit} & {origins[i] for i in select}
+
+    search = search_recipe(mobilenet, (127.5,) * 3, (127.5,) * 3, images, origins=origins)
+    textbook = search.candidates[0]
+    assert textbook.name == "textbook" and len(search.candidates) == 4
+    assert search.chosen.agree >= textbook.agree and search.chosen.confident_agree >= textbook.confident_agree
+    assert search.chosen.key() == max(
+        c.key()
+        for c in search.candidates
+        if c.agree >= textbook.agree and c.confident_agree >= textbook.confident_agree
+    )
+    # the scores are the chosen model's real agreement on the held-out pictures
+    from edgekit.convert.quantize import bake_preprocess
+
+    reference = np.asarray(bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3)(images[select].astype(np.float32)))
+    probs = Runner(search.chosen.model)(images[select])
+    assert search.chosen.agree == int((probs.argmax(1) == reference.argmax(1)).sum())
+    section = search.section()
+    assert section["split"] == f"fit on {len(fit)} calibration images, chosen on {len(select)} held out"
+    assert sum("(chosen)" in v for v in section.values()) == 1
+    assert any(v.startswith(("kept", "dropped")) for v in section.values())
