@@ -370,7 +370,7 @@ class Search:
             if with_it is None:
                 continue
             verdict = "kept" if step in kept else "dropped"
-            out[label] = (
+            out[f"step: {label}"] = (
                 f"{verdict}: {_signed(with_it.agree - without.agree)} top-1 "
                 f"({_signed(with_it.confident_agree - without.confident_agree)} confident) of {self.select_images}"
             )
@@ -391,7 +391,7 @@ class Search:
         rows = {"split": f"fit on {self.fit_images} calibration images, chosen on {self.select_images} held out"}
         for c in self.candidates:
             mark = " (chosen)" if c is self.chosen else ""
-            rows[c.name] = (
+            rows[f"candidate: {c.name}"] = (
                 f"top-1 {c.agree}/{self.select_images}, confident {c.confident_agree}/{c.confident}, "
                 f"mean |dp| {c.mean_abs_dp:.4f}{mark}"
             )
