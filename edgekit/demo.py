@@ -72,7 +72,8 @@ def write_frames(video: Path, calib: Path, evaluation: Path) -> tuple[int, int]:
     """Every third frame of ``video``: the early ones into ``calib``, the late ones into ``evaluation``."""
     import cv2
 
-    evaluation.mkdir(parents=True, exist_ok=True)
+    for folder in (calib, evaluation):
+        folder.mkdir(parents=True, exist_ok=True)
     capture = cv2.VideoCapture(str(video))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     counts = [0, 0]
