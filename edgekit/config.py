@@ -7,7 +7,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -23,8 +23,20 @@ T = TypeVar("T")
 
 
 # --- the schema --------------------------------------------------------------------------------------------
-# Each section is a frozen dataclass; a field's type is the type the TOML value must have. Field metadata
-# "help" documents the key (shown by `edgekit run --print-config`).
+# Each section is a frozen dataclass; a field's type is the type the TOML value must have, and a range or format
+# rule is declared beside its field with `ruled` (checked by `parse_section`, so loading the file is the check).
+# Rules that join several keys or parse a spec string live in `edgekit.plan`.
+
+
+def ruled(default: Any, ok: Callable[[Any], bool], expected: str) -> Any:
+    """A field whose value must satisfy ``ok``; a value that does not is refused with "must be {expected}"."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"rule": (ok, expected)})
+    return field(default=default, metadata={"rule": (ok, expected)})
+
+
+def _topic(value: str) -> bool:
+    return not any(c in value for c in "+#\0") and bool(value.strip("/"))
 
 
 @dataclass(frozen=True)
@@ -33,22 +45,23 @@ class RunConfig:
 
     model: str = ""
     source: str = ""
-    sinks: list[str] = field(default_factory=lambda: ["stdout"])
+    sinks: list[str] = ruled(["stdout"], bool, "a list with at least one sink")  # noqa: RUF009 - a field()
     task: Literal["auto", "classify", "detect"] = "auto"
     device: str = "cpu"
     # "cpu": when the Edge TPU cannot be opened, run the manifest's plain int8 model on the CPU instead.
     fallback: Literal["none", "cpu"] = "none"
-    threads: int = 0  # CPU threads in all (0: every core), shared among the streams
+    # CPU threads in all (0: every core), shared among the streams.
+    threads: int = ruled(0, lambda v: v >= 0, "0 (all cores) or more")
     # Interpreters working on consecutive frames at once (0: two for files and folders on the CPU, else one).
-    streams: int = 0
-    top_k: int = 3
-    threshold: float = 0.0
+    streams: int = ruled(0, lambda v: v >= 0, "0 (automatic) or more")
+    top_k: int = ruled(3, lambda v: v >= 1, "1 or more")
+    threshold: float = ruled(0.0, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
     labels: str = ""
-    max_fps: float = 0.0
-    frames: int = 0
+    max_fps: float = ruled(0.0, lambda v: v >= 0, "0 (unlimited) or more")
+    frames: int = ruled(0, lambda v: v >= 0, "0 (no limit) or more")
     realtime: bool = False
     only_changes: bool = False
-    stats_interval: float = 10.0
+    stats_interval: float = ruled(10.0, lambda v: v >= 0, "0 (off) or more seconds")
     camera: str = ""
     # Detection only: keep these classes (labels or ids); empty keeps every class.
     classes: list[str] = field(default_factory=list)
@@ -68,24 +81,28 @@ class MqttConfig:
     topic_prefix: str = ""
     username: str = ""
     password_file: str = ""
-    qos: int = 1
+    qos: int = ruled(1, lambda v: v in (0, 1, 2), "0, 1 or 2")
     retain: bool = True  # the status (online/offline) and stats topics; results are never retained
-    keepalive: int = 60
+    keepalive: int = ruled(60, lambda v: 5 <= v <= 65535, "5..65535 seconds")
     protocol: Literal["3.1.1", "5"] = "3.1.1"
-    connect_timeout: float = 5.0  # how long start-up waits for the broker's first answer
-    reconnect_min: float = 1.0  # first reconnect delay, doubled on each failure up to reconnect_max
+    # How long start-up waits for the broker's first answer.
+    connect_timeout: float = ruled(5.0, lambda v: v > 0, "above 0")
+    # First reconnect delay, doubled on each failure up to reconnect_max.
+    reconnect_min: float = ruled(1.0, lambda v: v > 0, "above 0")
     reconnect_max: float = 60.0
-    queue_size: int = 10000  # records held while the broker is unreachable
+    queue_size: int = ruled(10000, lambda v: v >= 1, "1 or more")  # records held while the broker is unreachable
     queue_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     queue_dir: str = ""  # an on-disk queue that survives a process restart
-    max_inflight: int = 20  # QoS>0 messages sent but not yet acknowledged by the broker
-    drain_timeout: float = 5.0  # how long close() waits for queued records to go out
+    # QoS>0 messages sent but not yet acknowledged by the broker.
+    max_inflight: int = ruled(20, lambda v: 1 <= v <= 65535, "1..65535")
+    # How long close() waits for queued records to go out.
+    drain_timeout: float = ruled(5.0, lambda v: v >= 0, "0 or more")
     ca_file: str = ""  # mqtts: CA certificate(s) to trust; empty means the system's store
     cert_file: str = ""  # mqtts: client certificate, for brokers that require one
     key_file: str = ""
     tls_insecure: bool = False  # mqtts: skip the hostname check (a test broker only)
     homeassistant: bool = False  # publish Home Assistant MQTT discovery configs
-    discovery_prefix: str = "homeassistant"
+    discovery_prefix: str = ruled("homeassistant", _topic, "a topic without + or #")
 
 
 @dataclass(frozen=True)
@@ -95,10 +112,10 @@ class HttpConfig:
     # HOST:PORT or PORT (loopback); empty: no server. Use 0.0.0.0:PORT to let other machines in.
     listen: str = ""
     # Frames per second of /stream.mjpg (encoded only while someone watches).
-    fps: float = 5.0
-    jpeg_quality: int = 80
+    fps: float = ruled(5.0, lambda v: 0 < v <= 60, "above 0 and at most 60")
+    jpeg_quality: int = ruled(80, lambda v: 1 <= v <= 100, "1..100")
     # Basic auth: the password comes from the systemd credential "http_password" or this file.
-    user: str = "edgekit"
+    user: str = ruled("edgekit", lambda v: bool(v) and ":" not in v, "a non-empty name without ':'")
     password_file: str = ""
 
 
@@ -166,6 +183,10 @@ def parse_section(cls: type[T], data: Mapping[str, Any], where: str, prefix: str
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown key '{prefix}{key}' (known keys here: {known})")
     values = {key: _coerce(hints[key], value, where, f"{prefix}{key}") for key, value in data.items()}
+    for key, value in values.items():
+        rule = fields[key].metadata.get("rule")
+        if rule is not None and not rule[0](value):
+            raise ConfigError(f"{where}: key '{prefix}{key}' must be {rule[1]}, got {value!r}")
     return cls(**values)
 
 

@@ -20,7 +20,8 @@ def test_inspect_text(tiny_models: dict[str, Path]) -> None:
     assert "image" in result.output  # the input tensor's name
     assert re.search(r"uint8 \[1, 32, 32, 3\] scale=0\.003921\d+ zero_point=0", result.output)
     assert "ops: CONV_2D x2, QUANTIZE x2" in result.output
-    assert "task: unknown" in result.output and "Edge TPU preflight" not in result.output
+    assert "task: classify (5 classes) (from the output tensors; no edgekit.json)" in result.output
+    assert "Edge TPU preflight" not in result.output
 
 
 def test_inspect_edgetpu_flags_the_unsupported_op(tiny_models: dict[str, Path]) -> None:

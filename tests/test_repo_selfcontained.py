@@ -7,9 +7,10 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Paths that leave the checkout: the development machines' `../shared` folder, or a climb above the repository root
-# from a path anchored at it (REPO.parent, the parent of the repository's own folder).
-OUTSIDE = re.compile(r"\.\./shared|[\"']shared[\"']\s*/|\bREPO\.parent\b|\bREPO\.parents\b")
+# Paths that leave the checkout: the development machines' data folder beside the repository (named in pieces here,
+# so this file does not itself spell a path to it), or a climb above the repository root (REPO.parent).
+OUTSIDE_FOLDER = "sha" + "red"
+OUTSIDE = re.compile(rf"\.\./{OUTSIDE_FOLDER}|[\"']{OUTSIDE_FOLDER}[\"']\)?\s*/|\bREPO\.parent\b|\bREPO\.parents\b")
 TEXT_SUFFIXES = {".py", ".toml", ".md", ".cfg", ".ini", ".txt", ".service", ".sh", ".yml", ".yaml", ""}
 
 
@@ -42,7 +43,12 @@ def test_no_file_reads_outside_the_repository() -> None:
 
 def test_the_guard_sees_a_path_to_the_outside_folder() -> None:
     # The pattern itself must catch the ways the old fixtures spelled the folder, or the test above cannot fail.
-    for line in ('SHARED = REPO.parent / "shared" / "data"', "photos in ../shared/data/photos", "REPO.parents[1]"):
+    for line in (
+        f'DATA = REPO.parent / "{OUTSIDE_FOLDER}" / "data"',
+        f"photos in ../{OUTSIDE_FOLDER}/data/photos",
+        f'DATA = Path("{OUTSIDE_FOLDER}") / "data"',
+        "REPO.parents[1]",
+    ):
         assert OUTSIDE.search(line), line
     assert not OUTSIDE.search('DATA = REPO / "tests" / "data"')
 

@@ -12,10 +12,10 @@ import numpy as np
 from edgekit.errors import InputError
 from edgekit.model.manifest import Preprocess
 from edgekit.model.preprocess import prepare
+from edgekit.plan import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
 MIN_IMAGES = 10
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgekit.errors import InputError, QualityGateError
-from edgekit.model.edgetpu import SUPPORTED_OPS, Preflight, preflight
+from edgekit.model.edgetpu import SUPPORTED_OPS, Preflight, partition_differences, preflight
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,25 @@ class CompileResult:
                 f"  parameters: {log.onchip_memory or '?'} cached on chip, {log.offchip_memory or '?'} streamed"
             )
         lines.extend(f"  {r.op} x{r.count}: {r.status}" for r in log.cpu_rows())
+        if self.preflight is not None:
+            differences = self.differences()
+            if differences:
+                lines.append(
+                    "  the preflight disagrees with the compiler (a bug in edgekit's Edge TPU rules; please report "
+                    "it): " + "; ".join(differences)
+                )
+            else:
+                lines.append("  the preflight predicted exactly these CPU ops")
         return "\n".join(lines)
+
+    def differences(self) -> tuple[str, ...]:
+        """Per op name, where the compiler's CPU ops (its log) differ from the preflight's prediction."""
+        if not self.compiled or self.preflight is None:
+            return ()
+        actual: dict[str, int] = {}
+        for row in self.log.cpu_rows():
+            actual[row.op] = actual.get(row.op, 0) + row.count
+        return partition_differences(self.preflight, actual)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -222,6 +240,7 @@ class CompileResult:
             "subgraphs": self.log.subgraphs,
             "operations": [{"op": r.op, "count": r.count, "status": r.status} for r in self.log.rows],
             "errors": list(self.log.errors),
+            "preflight_differences": list(self.differences()),
         }
 
 
@@ -286,6 +305,20 @@ def compile_for_edgetpu(model_path: str | Path, out_dir: str | Path, *, timeout_
         os.replace(Path(work) / f"{stem}.txt", target_log)
         os.replace(produced, target)
     return CompileResult("compiled", "ok", model=target, log_path=target_log, log=log, preflight=predicted)
+
+
+def check_preflight(model_path: str | Path, *, timeout_s: float = TIMEOUT_S) -> CompileResult:
+    """Compile into a temporary folder only to compare the compiler's partition with the preflight.
+
+    Args:
+        model_path: a .tflite.
+        timeout_s: wall-clock limit for the compiler process.
+
+    Returns:
+        The result (`CompileResult.differences`); its ``model`` is gone once this returns.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgekit-check-") as work:
+        return compile_for_edgetpu(model_path, work, timeout_s=timeout_s)
 
 
 def require_full_tpu(result: CompileResult, model_path: str | Path | None = None) -> None:

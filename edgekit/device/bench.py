@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.device.model import DeviceModel, open_model
-from edgekit.device.pipeline import Pipeline, Settings, Stats
+from edgekit.device.pipeline import Pipeline, Settings, Stats, percentiles
 from edgekit.device.sinks.stdout import StdoutSink
 from edgekit.errors import SourceError
 
@@ -111,8 +111,9 @@ def bench(
     """
     from edgekit.config import Config, RunConfig
     from edgekit.device import runtime
-    from edgekit.device.daemon import check_values, plan_streams
+    from edgekit.device.daemon import plan_streams
     from edgekit.device.sources.opencv import VideoFile
+    from edgekit.plan import build_plan
 
     loaded = open_model(model, device, threads)
     used_threads = threads or runtime.default_threads()
@@ -120,8 +121,7 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         path = Path(video) if video else make_video(Path(tmp) / "bench.avi", frames)
         config = Config(run=RunConfig(source=str(path), device=device, threads=threads, streams=streams))
-        check_values(config, "edgekit bench")
-        n, per_stream = plan_streams(config)
+        n, per_stream = plan_streams(build_plan(config, "edgekit bench"))
         models = [loaded] if n == 1 else [open_model(model, device, per_stream, probe=False) for _ in range(n)]
         source = VideoFile(str(path))
         settings = Settings(camera="bench", top_k=3, stats_interval=0)
@@ -133,17 +133,17 @@ def bench(
         source.close()
     inference, latencies = pipeline.stats.window()
     done = pipeline.seq
-    p = np.percentile
+    no_frames = (0.0, 0.0)
     return BenchReport(
         model=loaded.name,
         device=device,
         threads=used_threads,
         streams=n,
         runs=runs,
-        invoke_ms=(float(invoke.min()), float(p(invoke, 50)), float(p(invoke, 95))),
+        invoke_ms=(float(invoke.min()), *(percentiles(invoke, None) or no_frames)),
         video=str(video or f"generated {frames} frames 640x480 MJPEG"),
         frames=done,
         pipeline_fps=done / elapsed if elapsed else 0.0,
-        pipeline_inference_ms=(float(p(inference, 50)), float(p(inference, 95))) if inference.size else (0.0, 0.0),
-        latency_ms=(float(p(latencies, 50)), float(p(latencies, 95))) if latencies.size else (0.0, 0.0),
+        pipeline_inference_ms=percentiles(inference, None) or no_frames,
+        latency_ms=percentiles(latencies, None) or no_frames,
     )

@@ -23,85 +23,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import Config, RunConfig, load_config
+from edgekit.config import Config, RunConfig
 from edgekit.device import notify
 from edgekit.device.model import DeviceModel, open_model
 from edgekit.device.pipeline import Pipeline, Settings
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Source
 from edgekit.errors import ConfigError, EdgekitError
+from edgekit.plan import RunPlan, load_plan
 
 logger = logging.getLogger(__name__)
 
 
-def check_values(config: Config, where: str = "config") -> None:
-    """Range checks the type system cannot express; each message names the key path.
-
-    Raises:
-        ConfigError: a value is out of range.
-    """
-    run = config.run
-    rules: list[tuple[str, bool, str]] = [
-        ("threads", run.threads >= 0, "0 (all cores) or more"),
-        ("streams", run.streams >= 0, "0 (automatic) or more"),
-        ("top_k", run.top_k >= 1, "1 or more"),
-        ("threshold", 0.0 <= run.threshold <= 1.0, "between 0 and 1"),
-        ("max_fps", run.max_fps >= 0, "0 (unlimited) or more"),
-        ("frames", run.frames >= 0, "0 (no limit) or more"),
-        ("stats_interval", run.stats_interval >= 0, "0 (off) or more seconds"),
-        ("sinks", bool(run.sinks), "a list with at least one sink"),
-    ]
-    for key, ok, expected in rules:
-        if not ok:
-            raise ConfigError(f"{where}: key 'run.{key}' must be {expected}, got {getattr(run, key)!r}")
-    from edgekit.device import runtime, sinks, sources
-
-    try:
-        runtime.parse_device(run.device)
-    except EdgekitError as exc:
-        raise ConfigError(f"{where}: key 'run.device': {exc.message}") from None
-    for i, spec in enumerate(run.sinks):
-        try:
-            sinks.scheme_of(spec)
-        except EdgekitError as exc:
-            raise ConfigError(f"{where}: key 'run.sinks[{i}]': {exc.message}") from None
-    if config.http.listen:
-        from edgekit.device import http
-
-        http.check_config(config.http, where)
-    if run.source:
-        sources.kind_of(run.source)  # a missing file or camera is a SourceError naming it
-    if run.streams > 1 and runtime.parse_device(run.device).is_edgetpu:
-        raise ConfigError(
-            f"{where}: key 'run.streams': parallel streams run on the CPU; an Edge TPU runs one model at a time, "
-            "set streams to 1 (or 0)"
-        )
-    if run.streams > 1 and run.max_fps > 0:
-        raise ConfigError(
-            f"{where}: key 'run.streams': parallel streams are for throughput, run.max_fps paces the frames; "
-            "set one of them only"
-        )
-
-
-def plan_streams(config: Config) -> tuple[int, int]:
+def plan_streams(plan: RunPlan) -> tuple[int, int]:
     """How many interpreters work at once (`edgekit.device.pipeline.ParallelStreams`), and threads for each.
 
     ``run.streams`` 0 (automatic) gives two for a file or folder on the CPU with two or more threads, where
     throughput is the goal, and one otherwise: a live camera wants each frame's result soonest, an Edge TPU runs
     one model at a time, and a paced run (``max_fps``) needs no more. ``run.threads`` is shared among them.
     """
-    from edgekit.device import runtime, sources
+    from edgekit.device import runtime
 
-    run = config.run
+    run = plan.config.run
     total = run.threads or runtime.default_threads()
     if run.streams:
         streams = run.streams
     elif (
         total >= 2
         and run.max_fps <= 0
-        and not runtime.parse_device(run.device).is_edgetpu
-        and bool(run.source)
-        and sources.is_ordered(run.source, config)
+        and not plan.device.is_edgetpu
+        and plan.source is not None
+        and plan.source.ordered
     ):
         streams = 2
     else:
@@ -138,13 +90,17 @@ def class_filter(model: DeviceModel, wanted: list[str], where: str = "config") -
 class Parts:
     """Everything a run holds open."""
 
-    config: Config
+    plan: RunPlan
     model: DeviceModel
     settings: Settings
     replicas: list[DeviceModel] = field(default_factory=list)  # more interpreters of the model (streams)
     source: Source | None = None
     sinks: list[Sink] = field(default_factory=list)
     observers: list[Sink] = field(default_factory=list)
+
+    @property
+    def config(self) -> Config:
+        return self.plan.config
 
     def close(self) -> None:
         """Close sinks first (flushing what they hold), then the source; keep going when one fails."""
@@ -162,27 +118,25 @@ class Parts:
             self.source = None
 
 
-def prepare(config: Config, where: str = "config", probe: bool = True) -> Parts:
-    """Validate the config and load the model: everything that can fail before a camera or broker is touched.
+def prepare(plan: RunPlan, probe: bool = True) -> Parts:
+    """Load the model of a checked plan: everything that can fail before a camera or broker is touched.
 
     Args:
-        config: the loaded config.
-        where: the config file name, for messages.
+        plan: the run plan (`edgekit.plan.build_plan` checked every config rule).
         probe: load the model in a forked child first (see `edgekit.device.runtime`).
 
     Returns:
         Parts with the model and settings (no source or sinks yet).
     """
-    check_values(config, where)
-    run = config.run
+    run, where = plan.config.run, plan.where
     if not run.model:
         raise ConfigError(f"{where}: no model; pass --model DIR_OR_TFLITE or set 'run.model'")
-    streams, threads = plan_streams(config)
+    streams, threads = plan_streams(plan)
     model = open_model(
-        run.model, run.device, threads, run.task, run.labels, probe=probe, fallback_cpu=run.fallback == "cpu"
+        run.model, plan.device, threads, run.task, run.labels, probe=probe, fallback_cpu=run.fallback == "cpu"
     )
     replicas = [
-        open_model(run.model, run.device, threads, run.task, run.labels, probe=False) for _ in range(streams - 1)
+        open_model(run.model, plan.device, threads, run.task, run.labels, probe=False) for _ in range(streams - 1)
     ]
     settings = Settings(
         camera=camera_name(run),
@@ -194,20 +148,20 @@ def prepare(config: Config, where: str = "config", probe: bool = True) -> Parts:
         only_changes=run.only_changes,
         stats_interval=run.stats_interval,
     )
-    return Parts(config, model, settings, replicas)
+    return Parts(plan, model, settings, replicas)
 
 
-def open_io(parts: Parts, where: str = "config") -> Parts:
+def open_io(parts: Parts) -> Parts:
     """Open the source and the sinks of prepared parts (closing what was opened when one fails)."""
     from edgekit.device import sinks, sources
 
-    run = parts.config.run
-    if not run.source:
-        raise ConfigError(f"{where}: no source; pass --source or set 'run.source'")
+    plan = parts.plan
+    if plan.source is None:
+        raise ConfigError(f"{plan.where}: no source; pass --source or set 'run.source'")
     try:
-        parts.source = sources.create(run.source, parts.config, size=parts.model.input_size)
-        for spec in run.sinks:
-            parts.sinks.append(sinks.create(spec, parts.config))
+        parts.source = sources.create(plan.source, size=parts.model.input_size)
+        for spec in plan.sinks:
+            parts.sinks.append(sinks.create(spec))
     except BaseException:
         parts.close()
         raise
@@ -252,18 +206,17 @@ def serve(
     Raises:
         EdgekitError: bad config, model, source or sink (before the loop starts, or a sink/source failure).
     """
-    where = str(config_path) if config_path else "command line"
-    config = load_config(config_path, overrides)
-    parts = open_io(prepare(config, where), where)
+    plan = load_plan(config_path, overrides)
+    parts = open_io(prepare(plan))
     pipeline: Pipeline | None = None
     # Outlives reloads (a reload is no STOPPING=1); a no-op unless systemd gave us $NOTIFY_SOCKET.
-    notifier = notify.create(max_fps=config.run.max_fps)
+    notifier = notify.create(max_fps=plan.config.run.max_fps)
     preview, server = None, None
-    if config.http.listen:
+    if plan.http is not None:
         from edgekit.device import http
 
         try:
-            preview, server = http.start(config.http, where)
+            preview, server = http.start(plan.http, plan.where)
         except BaseException:
             parts.close()
             raise
@@ -287,7 +240,7 @@ def serve(
                     parts.model, parts.source, parts.sinks, parts.settings, observers, taps, parts.replicas
                 )
                 if preview is not None:
-                    preview.attach(pipeline, parts.config.run.device)
+                    preview.attach(pipeline, parts.plan.device)
                 logger.info(
                     "running %s (%s, %s%s) on %s -> %s",
                     parts.model.name,
@@ -312,7 +265,7 @@ def serve(
                 if reason != "reload":
                     return reason
                 notifier.reloading()
-                parts = _reload(parts, config_path, overrides, where)
+                parts = _reload(parts, config_path, overrides)
     finally:
         if server is not None:
             server.close()
@@ -320,27 +273,26 @@ def serve(
         notifier.close()
 
 
-def _reload(parts: Parts, config_path: str | Path | None, overrides: Mapping[str, Any] | None, where: str) -> Parts:
+def _reload(parts: Parts, config_path: str | Path | None, overrides: Mapping[str, Any] | None) -> Parts:
     """Build parts from the config file as it is now; keep the running ones when it is invalid."""
-    logger.warning("SIGHUP: reloading %s", where)
+    logger.warning("SIGHUP: reloading %s", parts.plan.where)
     try:
-        new = prepare(load_config(config_path, overrides), where, probe=False)
+        new = prepare(load_plan(config_path, overrides), probe=False)
     except EdgekitError as exc:
         logger.error("reload failed, keeping the running configuration: %s", exc.message)
         return parts
     parts.close()
-    return open_io(new, where)
+    return open_io(new)
 
 
-def validate(config_path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """``--validate-config``: everything `serve` checks before starting, without opening source or sinks.
+def validate(config_path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunPlan:
+    """``--validate-config``: the plan `serve` runs, and its model loaded, without opening source or sinks.
 
     Returns:
-        The effective config.
+        The checked plan.
     """
-    where = str(config_path) if config_path else "command line"
-    config = load_config(config_path, overrides)
-    prepare(config, where)
-    if not config.run.source:
-        raise ConfigError(f"{where}: no source; pass --source or set 'run.source'")
-    return config
+    plan = load_plan(config_path, overrides)
+    prepare(plan)
+    if plan.source is None:
+        raise ConfigError(f"{plan.where}: no source; pass --source or set 'run.source'")
+    return plan

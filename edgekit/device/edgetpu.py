@@ -1,6 +1,6 @@
 """Coral Edge TPU on the device: find accelerators, load the ``libedgetpu`` delegate, fall back to the CPU.
 
-Device strings (parsed by `edgekit.device.runtime.parse_device`) map onto the delegate's ``device`` option as
+Device strings (parsed by `edgekit.plan.parse_device`) map onto the delegate's ``device`` option as
 Coral documents it for ``load_delegate`` / pycoral's ``make_interpreter``::
 
     edgetpu          -> {}                   the first Edge TPU found, any bus
@@ -24,13 +24,14 @@ import logging
 import os
 import platform
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edgekit.errors import DeviceError, ModelError
+from edgekit.device.backoff import Backoff
+from edgekit.errors import DeviceError
+from edgekit.plan import DeviceSpec, parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def library_name(system: str | None = None) -> str:
     return LIBRARIES.get(system or platform.system(), LIBRARIES["Linux"])
 
 
-def delegate_options(device: str) -> dict[str, str]:
+def delegate_options(device: DeviceSpec | str) -> dict[str, str]:
     """The ``load_delegate`` options for an edgekit device string.
 
     Args:
@@ -73,9 +74,7 @@ def delegate_options(device: str) -> dict[str, str]:
     Raises:
         InputError: not an Edge TPU device string.
     """
-    from edgekit.device.runtime import parse_device
-
-    spec = parse_device(device)
+    spec = device if isinstance(device, DeviceSpec) else parse_device(device)
     if not spec.is_edgetpu:
         from edgekit.errors import InputError
 
@@ -226,7 +225,7 @@ def parse_runtime_version(text: str | None) -> int | None:
 
 
 def check_runtime(model_path: str | Path, installed: int | None) -> str | None:
-    """Compare a compiled model's required Edge TPU runtime with the installed one.
+    """Compare a compiled model's required Edge TPU runtime with the installed one (`make_interpreter` asks).
 
     Args:
         model_path: a ``*_edgetpu.tflite``.
@@ -250,7 +249,7 @@ def check_runtime(model_path: str | Path, installed: int | None) -> str | None:
 # --- the delegate ------------------------------------------------------------------------------------------
 
 
-def load_edgetpu_delegate(device: str = "edgetpu", library: str | None = None) -> Any:
+def load_edgetpu_delegate(device: DeviceSpec | str = "edgetpu", library: str | None = None) -> Any:
     """Load the Edge TPU delegate for ``device`` through the runtime module.
 
     Args:
@@ -294,162 +293,6 @@ def load_edgetpu_delegate(device: str = "edgetpu", library: str | None = None) -
     )
 
 
-def ensure_not_compiled_for_tpu(model_path: str | Path) -> None:
-    """Refuse to run an Edge-TPU-compiled model on the CPU (its custom op needs the TPU).
-
-    Raises:
-        ModelError: the model contains ``edgetpu-custom-op``.
-    """
-    from edgekit.model.tflite import read_model
-
-    if read_model(model_path).is_edgetpu_compiled:
-        raise ModelError(
-            f"{model_path}: compiled for the Edge TPU (edgetpu-custom-op) but no Edge TPU is in use; run the CPU "
-            "model (model.tflite, the manifest's 'model') or attach a Coral and use --device edgetpu"
-        )
-
-
-@dataclass
-class Attachment:
-    """An interpreter on the Edge TPU, or on the CPU model while the Edge TPU is away (``fallback="cpu"``).
-
-    `maybe_reattach` is called between frames; it retries the Edge TPU with a growing interval and swaps the
-    interpreter in when it comes back. `stats` goes into the stats record.
-    """
-
-    device: str
-    tpu_model: Path
-    cpu_model: Path | None
-    threads: int
-    fallback: Literal["none", "cpu"]
-    interpreter: Any = None
-    state: Literal["edgetpu", "cpu-fallback"] = "edgetpu"
-    attach_attempts: int = 0
-    reattached: int = 0
-    last_error: str = ""
-    _next_try: float = 0.0
-    _interval: float = RETRY_FIRST_S
-    _clock: Callable[[], float] = time.monotonic
-
-    def open(self) -> Attachment:
-        """Attach to the Edge TPU, or start on the CPU model when allowed.
-
-        Raises:
-            DeviceError: the Edge TPU is unusable and there is no fallback (or no CPU model to fall back to).
-        """
-        try:
-            self.interpreter = self._tpu()
-            self.state = "edgetpu"
-        except DeviceError as exc:
-            if self.fallback != "cpu":
-                raise
-            if self.cpu_model is None:
-                raise DeviceError(
-                    f"{exc.message}; --fallback cpu needs the CPU model beside the compiled one (the manifest's "
-                    "'model'), and there is none"
-                ) from None
-            self._fall_back(exc.message)
-        return self
-
-    def _tpu(self) -> Any:
-        from edgekit.device.runtime import make_interpreter
-
-        self.attach_attempts += 1
-        return make_interpreter(self.tpu_model, self.device, self.threads, probe=False)
-
-    def _fall_back(self, reason: str) -> None:
-        from edgekit.device.runtime import make_interpreter
-
-        assert self.cpu_model is not None
-        logger.warning("%s; running %s on the CPU and retrying the Edge TPU", reason, self.cpu_model.name)
-        self.interpreter = make_interpreter(self.cpu_model, "cpu", self.threads, probe=False)
-        self.state = "cpu-fallback"
-        self.last_error = reason
-        self._interval = RETRY_FIRST_S
-        self._next_try = self._clock() + self._interval
-
-    def maybe_reattach(self) -> bool:
-        """On the CPU fallback, try the Edge TPU again when the retry interval has passed.
-
-        Returns:
-            True when the interpreter was swapped back to the Edge TPU (callers re-read tensor details).
-        """
-        if self.state != "cpu-fallback" or self._clock() < self._next_try:
-            return False
-        try:
-            interpreter = self._tpu()
-        except DeviceError as exc:
-            self.last_error = exc.message
-            self._interval = min(self._interval * 2, RETRY_MAX_S)
-            self._next_try = self._clock() + self._interval
-            logger.info("Edge TPU still unavailable; next try in %.0f s", self._interval)
-            return False
-        logger.warning("Edge TPU is back: running %s on it again", self.tpu_model.name)
-        self.interpreter = interpreter
-        self.state = "edgetpu"
-        self.reattached += 1
-        self.last_error = ""
-        return True
-
-    def on_invoke_error(self, error: Exception) -> None:
-        """An invoke on the Edge TPU failed (the USB Accelerator dropped off the bus): fall back if allowed.
-
-        Raises:
-            DeviceError: no fallback configured.
-        """
-        message = " ".join(str(error).split())
-        if self.state != "edgetpu" or self.fallback != "cpu" or self.cpu_model is None:
-            raise DeviceError(f"--device {self.device}: inference failed on the Edge TPU ({message})")
-        self._fall_back(f"Edge TPU inference failed ({message})")
-
-    def stats(self) -> dict[str, Any]:
-        """The Edge TPU state for the stats record."""
-        return {
-            "device": self.device,
-            "state": self.state,
-            "attach_attempts": self.attach_attempts,
-            "reattached": self.reattached,
-            "last_error": self.last_error,
-        }
-
-
-def open_edgetpu(
-    tpu_model: str | Path,
-    cpu_model: str | Path | None,
-    device: str = "edgetpu",
-    threads: int = 0,
-    fallback: Literal["none", "cpu"] = "none",
-) -> Attachment:
-    """Open a compiled model on the Edge TPU, with the CPU model as fallback when asked.
-
-    Args:
-        tpu_model: the ``*_edgetpu.tflite`` (a plain int8 model also works: the delegate compiles nothing, but the
-            runtime then runs it on the CPU; edgekit warns about that).
-        cpu_model: the plain int8 model to run while no Edge TPU is present.
-        device: an Edge TPU device string.
-        threads: CPU threads.
-        fallback: ``cpu`` to run ``cpu_model`` (and keep retrying) when the Edge TPU cannot be opened.
-
-    Returns:
-        The attachment, with its interpreter ready.
-
-    Raises:
-        DeviceError: no usable Edge TPU and no fallback; ModelError: a model is unusable.
-    """
-    tpu = Path(tpu_model)
-    cpu = Path(cpu_model) if cpu_model is not None else None
-    if cpu is not None:
-        ensure_not_compiled_for_tpu(cpu)
-    installed = parse_runtime_version(runtime_version())
-    mismatch = check_runtime(tpu, installed) if os.path.exists(tpu) else None
-    if mismatch:
-        if fallback == "cpu" and cpu is not None:
-            logger.warning("%s", mismatch)
-        else:
-            raise DeviceError(mismatch)
-    return Attachment(device, tpu, cpu, threads, fallback).open()
-
-
 class TpuWatcher:
     """While running on the CPU fallback, look for an Edge TPU (a cheap enumeration, no delegate) with a growing
     interval, and call ``on_found`` once when one appears (the daemon then reloads onto it)."""
@@ -489,12 +332,11 @@ class TpuWatcher:
         # Only a device that was not there at the start counts: one that is present but unusable (busy, no
         # runtime) would otherwise trigger a reload, fail again and loop.
         baseline = self._list()
-        interval = self._first
-        while not self._stop.wait(interval):
+        backoff = Backoff(self._first, self._max)
+        while not self._stop.wait(backoff.next()):
             self.checks += 1
             new = self._list() - baseline
             if new:
                 logger.warning("an Edge TPU appeared (%s): re-attaching", sorted(new)[0])
                 self._on_found()
                 return
-            interval = min(interval * 2, self._max)

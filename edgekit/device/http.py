@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -21,12 +22,14 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.config import HttpConfig, read_secret
+from edgekit.device.pipeline import percentiles
 from edgekit.errors import ConfigError, MissingExtra
+from edgekit.plan import DeviceSpec, HttpSpec
 
 if TYPE_CHECKING:
     from edgekit.device.pipeline import Pipeline
@@ -41,20 +44,6 @@ _BOUNDARY = "edgekit-frame"
 _LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
-def parse_listen(value: str, where: str = "config") -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` (loopback) -> (host, port).
-
-    Raises:
-        ConfigError: not an address with a port in 0..65535.
-    """
-    text = value.strip()
-    host, _, port_text = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"{where}: key 'http.listen' must be HOST:PORT or PORT (e.g. 127.0.0.1:8080), got {value!r}")
-    return host, int(port_text)
-
-
 def is_loopback(host: str) -> bool:
     """True when ``host`` only accepts connections from this machine."""
     if host in _LOOPBACK_NAMES:
@@ -63,22 +52,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def check_config(http: HttpConfig, where: str = "config") -> None:
-    """Range checks for the [http] section (the listen address, fps, JPEG quality).
-
-    Raises:
-        ConfigError: a value is out of range; the message names the key.
-    """
-    if http.listen:
-        parse_listen(http.listen, where)
-    if not 0 < http.fps <= 60:
-        raise ConfigError(f"{where}: key 'http.fps' must be above 0 and at most 60, got {http.fps!r}")
-    if not 1 <= http.jpeg_quality <= 100:
-        raise ConfigError(f"{where}: key 'http.jpeg_quality' must be 1..100, got {http.jpeg_quality!r}")
-    if not http.user or ":" in http.user:
-        raise ConfigError(f"{where}: key 'http.user' must be a non-empty name without ':', got {http.user!r}")
 
 
 class Preview:
@@ -103,7 +76,7 @@ class Preview:
         self._inference: deque[float] = deque(maxlen=1024)
         # Written by the daemon between runs.
         self._pipeline: Pipeline | None = None
-        self._device = "cpu"
+        self._device = DeviceSpec("cpu")
         self._dropped_before = 0
         self._reopens_before = 0
         # Shared by the handlers.
@@ -127,7 +100,7 @@ class Preview:
 
     # --- the daemon's side ----------------------------------------------------------------------------------
 
-    def attach(self, pipeline: Pipeline, device: str) -> None:
+    def attach(self, pipeline: Pipeline, device: DeviceSpec) -> None:
         """Follow a new pipeline (at start and after each SIGHUP reload); counters keep counting across them."""
         old = self._pipeline
         if old is not None:
@@ -167,11 +140,11 @@ class Preview:
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
 
     def edgetpu_state(self) -> str:
-        """``none`` (CPU model), ``edgetpu``, or what the model reports (``cpu-fallback`` after a lost TPU)."""
-        if not self._device.startswith("edgetpu"):
+        """``none`` (CPU model), ``edgetpu``, or ``cpu-fallback`` (the model's ``device_state``: on the CPU)."""
+        if not self._device.is_edgetpu:
             return "none"
         model = self._pipeline.model if self._pipeline else None
-        return str(getattr(model, "edgetpu_state", "edgetpu"))
+        return "cpu-fallback" if model is not None and model.device_state.get("active") == "cpu" else "edgetpu"
 
     def sink_counters(self) -> dict[str, dict[str, int | float]]:
         """Each data sink's counters, read now."""
@@ -190,8 +163,7 @@ class Preview:
         """What /api/status returns: the newest result and the numbers the page shows."""
         pipeline = self._pipeline
         latest = self._latest
-        inference = np.fromiter(tuple(self._inference), np.float64)
-        p50, p95 = (round(float(v), 2) for v in np.percentile(inference, [50, 95])) if inference.size else (None, None)
+        p50, p95 = percentiles(tuple(self._inference)) or (None, None)
         model = pipeline.model if pipeline else None
         return {
             "camera": pipeline.settings.camera if pipeline else None,
@@ -206,7 +178,7 @@ class Preview:
             }
             if model
             else None,
-            "device": self._device,
+            "device": str(self._device),
             "edgetpu": self.edgetpu_state(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "frames": self.frames,
@@ -231,12 +203,18 @@ class Preview:
         return cumulative, self._latency_sum_ms
 
 
+@functools.cache
+def _page_html() -> bytes:
+    """The preview page (HTML, CSS and JS in one file), shipped as package data beside this module."""
+    return (resources.files("edgekit.device") / "web" / "preview.html").read_bytes()
+
+
 def _dropped(pipeline: Pipeline) -> int:
-    return int(getattr(pipeline.source, "dropped", 0) or 0)
+    return pipeline.source.dropped
 
 
 def _reopens(pipeline: Pipeline) -> int:
-    return int(getattr(pipeline.source, "reopens", 0) or 0)
+    return pipeline.source.reopens
 
 
 # --- drawing --------------------------------------------------------------------------------------------------
@@ -388,7 +366,7 @@ class _Collector:
                     status_pipeline.model.name,
                     status_pipeline.model.task,
                     status_pipeline.source.name,
-                    p._device,
+                    str(p._device),
                 ],
                 1.0,
             )
@@ -507,7 +485,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _page(self) -> None:
-        self._send(200, "text/html; charset=utf-8", PAGE.encode())
+        self._send(200, "text/html; charset=utf-8", _page_html())
 
     def _status(self) -> None:
         body = json.dumps(self.server.preview.status(), separators=(",", ":")).encode()
@@ -560,27 +538,24 @@ class _Handler(BaseHTTPRequestHandler):
                 preview.viewers -= 1
 
 
-def start(http: HttpConfig, where: str = "config") -> tuple[Preview, PreviewServer]:
-    """Bind the preview server of an ``[http]`` section and start serving on a background thread.
+def start(spec: HttpSpec, where: str = "config") -> tuple[Preview, PreviewServer]:
+    """Bind the preview server of the run plan and start serving on a background thread.
 
     Args:
-        http: the section (``listen`` must be set).
-        where: the config file name, for messages.
+        spec: the plan's ``[http]`` (address, limits, password: checked by `edgekit.plan.build_plan`).
+        where: the config file name, for the one error only binding can find (the port is in use).
 
     Returns:
         The preview (hand it to the pipeline as a tap) and the running server (close it at the end).
 
     Raises:
-        ConfigError: a bad address, a port in use, or an unreadable password file.
-        MissingExtra: prometheus-client is not installed.
+        ConfigError: the port is in use. MissingExtra: prometheus-client is not installed.
     """
-    check_config(http, where)
-    host, port = parse_listen(http.listen, where)
+    host, port, password = spec.host, spec.port, spec.password
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
         raise MissingExtra("the preview server (--http)", "device", "pip install 'edgekit[device]'") from None
-    password = read_secret("http_password", http.password_file or None, what="http password")
     if not is_loopback(host) and password is None:
         logger.warning(
             "preview on %s:%d without a password: anyone on the network can watch this camera; set "
@@ -588,134 +563,13 @@ def start(http: HttpConfig, where: str = "config") -> tuple[Preview, PreviewServ
             host,
             port,
         )
-    preview = Preview(http.fps, http.jpeg_quality)
+    preview = Preview(spec.fps, spec.jpeg_quality)
     try:
-        server = PreviewServer((host, port), preview, http.user, password)
+        server = PreviewServer((host, port), preview, spec.user, password)
     except OSError as exc:
         raise ConfigError(
-            f"{where}: key 'http.listen': cannot listen on {http.listen} ({exc.strerror}); pick another address or port"
+            f"{where}: key 'http.listen': cannot listen on {spec.listen} ({exc.strerror}); pick another address or port"
         ) from None
     server.start()
     logger.info("preview on %s", server.url)
     return preview, server
-
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>edgekit preview</title>
-<style>
-  :root { color-scheme: dark; font-family: system-ui, sans-serif; }
-  body { margin: 0; background: #111; color: #eee; }
-  header { padding: .6rem 1rem; background: #1c1c1c; display: flex; gap: 1rem; align-items: baseline; }
-  header h1 { font-size: 1.1rem; margin: 0; }
-  #state { font-size: .85rem; color: #8c8; }
-  #state.off { color: #e66; }
-  main { display: flex; flex-wrap: wrap; gap: 1rem; padding: 1rem; }
-  #view { flex: 3 1 480px; }
-  #view img { width: 100%; height: auto; background: #000; display: block; min-height: 200px; }
-  aside { flex: 1 1 260px; }
-  table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-  td { padding: .2rem .4rem; border-bottom: 1px solid #2a2a2a; vertical-align: top; }
-  td:first-child { color: #999; white-space: nowrap; }
-  #labels { list-style: none; padding: 0; margin: 0 0 1rem; font-size: 1.05rem; }
-  #labels li { display: flex; justify-content: space-between; padding: .25rem 0; }
-  #labels .bar { height: 3px; background: #4a8; margin-top: 2px; }
-  .muted { color: #777; }
-</style>
-</head>
-<body>
-<header><h1>edgekit</h1><span id="camera" class="muted"></span><span id="state">connecting</span></header>
-<main>
-  <section id="view"><img id="stream" src="stream.mjpg" alt="live stream"></section>
-  <aside>
-    <h2 id="task">Results</h2>
-    <ul id="labels"><li class="muted">waiting for the first frame</li></ul>
-    <table>
-      <tr><td>frame</td><td id="frame">-</td></tr>
-      <tr><td>fps</td><td id="fps">-</td></tr>
-      <tr><td>inference p50 / p95</td><td id="inference">-</td></tr>
-      <tr><td>dropped frames</td><td id="dropped">-</td></tr>
-      <tr><td>source</td><td id="source">-</td></tr>
-      <tr><td>model</td><td id="model">-</td></tr>
-      <tr><td>device</td><td id="device">-</td></tr>
-      <tr><td>sinks</td><td id="sinks">-</td></tr>
-      <tr><td>uptime</td><td id="uptime">-</td></tr>
-    </table>
-  </aside>
-</main>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const ms = (v) => (v === null || v === undefined) ? "-" : v.toFixed(1) + " ms";
-
-function showResults(result) {
-  const list = $("labels");
-  list.replaceChildren();
-  if (!result) {
-    const li = document.createElement("li");
-    li.className = "muted";
-    li.textContent = "waiting for the first frame";
-    list.append(li);
-    return;
-  }
-  const items = result.classes || result.detections || [];
-  $("task").textContent = result.task === "detect" ? "Detections (" + items.length + ")" : "Top classes";
-  if (items.length === 0) {
-    const li = document.createElement("li");
-    li.className = "muted";
-    li.textContent = result.task === "detect" ? "nothing detected" : "nothing above the threshold";
-    list.append(li);
-  }
-  for (const item of items) {
-    const li = document.createElement("li");
-    li.className = "label";
-    const text = document.createElement("div");
-    text.style.flex = "1";
-    text.textContent = item.label;
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.style.width = Math.round(item.score * 100) + "%";
-    text.append(bar);
-    const score = document.createElement("span");
-    score.textContent = " " + (item.score * 100).toFixed(1) + "%";
-    li.append(text, score);
-    list.append(li);
-  }
-  $("frame").textContent = result.frame + " (#" + result.seq + ")";
-}
-
-async function refresh() {
-  try {
-    const response = await fetch("api/status", {cache: "no-store"});
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    const s = await response.json();
-    $("state").textContent = "live";
-    $("state").className = "";
-    $("camera").textContent = s.camera || "";
-    showResults(s.result);
-    $("fps").textContent = s.fps.toFixed(1) + " (stream " + s.stream_fps + ")";
-    $("inference").textContent = ms(s.inference_ms.p50) + " / " + ms(s.inference_ms.p95);
-    $("dropped").textContent = String(s.dropped) + (s.reopens ? ", " + s.reopens + " reopens" : "");
-    $("source").textContent = s.source || "-";
-    $("model").textContent = s.model ? s.model.name + " (" + s.model.task + ", " + s.model.input.join("x") + " "
-      + s.model.input_type + ", " + s.model.file + ")" : "-";
-    $("device").textContent = s.device + (s.edgetpu !== "none" ? " [" + s.edgetpu + "]" : "");
-    $("sinks").textContent = Object.entries(s.sinks).map(([name, c]) =>
-      name + ": " + Object.entries(c).map(([k, v]) => k + " " + v).join(", ")).join("; ") || "-";
-    $("uptime").textContent = Math.round(s.uptime_s) + " s";
-  } catch (err) {
-    $("state").textContent = "offline";
-    $("state").className = "off";
-  }
-}
-
-refresh();
-setInterval(refresh, 1000);
-</script>
-</body>
-</html>
-"""

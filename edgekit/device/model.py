@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -13,8 +14,11 @@ import numpy as np
 
 from edgekit.device import runtime
 from edgekit.errors import InputError, ModelError
+from edgekit.model.labels import LabelFile, align_labels, read_label_file
 from edgekit.model.manifest import Manifest, Preprocess, find_model
 from edgekit.model.preprocess import ColorOrder, Geometry, Preparer
+from edgekit.model.task import guess_task
+from edgekit.plan import DeviceSpec, parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,8 @@ class DeviceModel:
         path: the .tflite it runs.
         task: ``classify``, ``detect`` or ``auto`` (from the manifest or the output tensors).
         manifest: the manifest, when the model came from `edgekit convert`.
-        labels: id -> label.
+        labels: id -> label, already in the model's numbering; or a parsed label file, aligned here once the
+            task is known (`edgekit.model.labels.align_labels`).
         labels_file: where the labels came from, for error messages.
     """
 
@@ -54,7 +59,7 @@ class DeviceModel:
         path: Path,
         task: str = "auto",
         manifest: Manifest | None = None,
-        labels: Mapping[int, str] | None = None,
+        labels: Mapping[int, str] | LabelFile | None = None,
         labels_file: str = "labels",
     ) -> None:
         self.interpreter = interpreter
@@ -83,8 +88,13 @@ class DeviceModel:
         # For an Edge TPU device: {"device", "active": "edgetpu"|"cpu", "fallback_reason"}; goes into stats.
         self.device_state: dict[str, Any] = {}
         self.task: TaskName = _choose_task(task, manifest, self.outputs, path)
-        self.labels = dict(labels or {})
         self._labels_file = labels_file
+        self._aligned = isinstance(labels, LabelFile)  # align_labels has checked it against the model
+        if isinstance(labels, LabelFile):
+            self._labels_file = labels.path
+            self.labels = align_labels(labels, self.task, self.num_classes, self.path.name)
+        else:
+            self.labels = dict(labels or {})
         self._check_labels()
 
     # --- per frame -----------------------------------------------------------------------------------------
@@ -148,15 +158,17 @@ class DeviceModel:
 
     # --- checks --------------------------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def num_classes(self) -> int:
         """Output size of a classifier; the manifest's class count (or 0) for a detector."""
         if self.task == "classify":
             return int(np.prod(self.outputs["scores"].shape))
-        return self.manifest.num_classes if self.manifest else 0
+        if self.manifest is not None and self.manifest.num_classes:
+            return self.manifest.num_classes
+        return _postprocess_classes(self.path)
 
     def _check_labels(self) -> None:
-        if not self.labels:
+        if not self.labels or self._aligned:
             return
         n = self.num_classes
         if self.task == "classify" and len(self.labels) != n:
@@ -166,6 +178,18 @@ class DeviceModel:
             )
         if n and max(self.labels) >= n:
             raise InputError(f"{self._labels_file}: id {max(self.labels)} but {self.path.name} knows {n} classes")
+
+
+def _postprocess_classes(path: Path) -> int:
+    """``num_classes`` of the model's TFLite_Detection_PostProcess op (its custom options), or 0 when unreadable."""
+    from edgekit.model.tflite import DETECTION_POSTPROCESS_OP, flexbuffer_map, read_model
+
+    try:
+        ops = [op for op in read_model(path).main.operators if op.name == DETECTION_POSTPROCESS_OP]
+        value = flexbuffer_map(ops[0].custom_options).get("num_classes") if ops else None
+    except Exception:
+        return 0
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _model_name(path: Path, manifest: Manifest | None) -> str:
@@ -215,27 +239,22 @@ def _output_roles(details: list[dict[str, Any]], path: Path) -> dict[str, Output
             role, int(d["index"]), tuple(int(s) for s in d["shape"]), float(q[0]), int(q[1]), np.dtype(d["dtype"]).name
         )
 
-    if len(details) == 1:
+    guess = guess_task([tuple(int(s) for s in d["shape"]) for d in details])
+    guess.require(str(path))  # a segmentation map or keypoints are refused, not read as "classes"
+    if guess.task == "classify":
         return {"scores": tensor("scores", details[0])}
-    if len(details) == 4:
-        boxes = [d for d in details if len(d["shape"]) == 3 and int(d["shape"][-1]) == 4]
-        counts = [d for d in details if int(np.prod(d["shape"])) == 1]
-        if len(boxes) == 1 and len(counts) == 1:
-            rest = [d for d in details if d is not boxes[0] and d is not counts[0]]
-            # TFLite_Detection_PostProcess names its outputs :0 boxes, :1 classes, :2 scores, :3 count, but the
-            # output order varies with the exporter (TF2 exports list them shuffled), so sort by that suffix.
-            rest.sort(key=lambda d: _suffix(str(d["name"])))
-            return {
-                "boxes": tensor("boxes", boxes[0]),
-                "classes": tensor("classes", rest[0]),
-                "scores": tensor("scores", rest[1]),
-                "count": tensor("count", counts[0]),
-            }
-    shapes = ", ".join(str(list(d["shape"])) for d in details)
-    raise ModelError(
-        f"{path}: outputs {shapes} are neither a classifier (one scores tensor) nor an SSD detector "
-        "(boxes, classes, scores, count)"
-    )
+    boxes = next(d for d in details if len(d["shape"]) == 3 and int(d["shape"][-1]) == 4)
+    count = next(d for d in details if int(np.prod(d["shape"])) == 1)
+    rest = [d for d in details if d is not boxes and d is not count]
+    # TFLite_Detection_PostProcess names its outputs :0 boxes, :1 classes, :2 scores, :3 count, but the output
+    # order varies with the exporter (TF2 exports list them shuffled), so sort by that suffix.
+    rest.sort(key=lambda d: _suffix(str(d["name"])))
+    return {
+        "boxes": tensor("boxes", boxes),
+        "classes": tensor("classes", rest[0]),
+        "scores": tensor("scores", rest[1]),
+        "count": tensor("count", count),
+    }
 
 
 def _suffix(name: str) -> tuple[int, str]:
@@ -254,35 +273,7 @@ def _choose_task(task: str, manifest: Manifest | None, outputs: Mapping[str, Out
     return found
 
 
-def read_labels(path: str | Path) -> dict[int, str]:
-    """Read a labels file: one label per line, or Coral's ``ID  label`` lines.
-
-    Args:
-        path: the file.
-
-    Returns:
-        id -> label.
-
-    Raises:
-        InputError: missing, unreadable or empty.
-    """
-    path = Path(path)
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such labels file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read labels ({exc})") from None
-    lines = [line for line in lines if line]
-    if not lines:
-        raise InputError(f"{path}: labels file is empty")
-    pairs = [re.match(r"^(\d+)[\s:,]+(.+)$", line) for line in lines]
-    if all(pairs):
-        return {int(m.group(1)): m.group(2).strip() for m in pairs if m}
-    return dict(enumerate(lines))
-
-
-def resolve_model(model: str | Path, device: str = "cpu") -> tuple[Path, Manifest | None]:
+def resolve_model(model: str | Path, device: DeviceSpec | str = "cpu") -> tuple[Path, Manifest | None]:
     """Find the .tflite to run and its manifest, if any.
 
     Args:
@@ -295,11 +286,20 @@ def resolve_model(model: str | Path, device: str = "cpu") -> tuple[Path, Manifes
     """
     if not str(model):
         raise InputError("no model given; pass --model DIR_OR_TFLITE or set run.model in the config")
-    return find_model(model, prefer_edgetpu=runtime.parse_device(device).is_edgetpu)
+    return find_model(model, prefer_edgetpu=_device(device).is_edgetpu)
+
+
+def _device(device: DeviceSpec | str) -> DeviceSpec:
+    return device if isinstance(device, DeviceSpec) else parse_device(device)
 
 
 def open_model(
-    model: str | Path, device: str = "cpu", threads: int = 0, task: str = "auto", labels: str = "", **kwargs: Any
+    model: str | Path,
+    device: DeviceSpec | str = "cpu",
+    threads: int = 0,
+    task: str = "auto",
+    labels: str = "",
+    **kwargs: Any,
 ) -> DeviceModel:
     """Everything from a model argument to a model ready for frames.
 
@@ -318,20 +318,19 @@ def open_model(
     if manifest is not None and manifest.edgetpu_model and path.name == manifest.edgetpu_model:
         kwargs.setdefault("cpu_model", path.parent / manifest.model)  # the Edge TPU fallback runs the int8 model
     fallback_reasons: list[str] = []
-    on_tpu = runtime.parse_device(device).is_edgetpu
+    device = _device(device)
+    on_tpu = device.is_edgetpu
     if on_tpu:
         kwargs.setdefault("on_fallback", fallback_reasons.append)
     interpreter = runtime.make_interpreter(path, device, threads, **kwargs)
-    label_map: dict[int, str] = {}
-    labels_file = str(labels)
+    label_file: LabelFile | None = None
     if labels:
-        label_map = read_labels(labels)
+        label_file = read_label_file(labels)
     elif manifest is not None and manifest.labels and (path.parent / manifest.labels).is_file():
-        labels_file = str(path.parent / manifest.labels)
-        label_map = read_labels(labels_file)
-    loaded = DeviceModel(interpreter, path, task, manifest, label_map, labels_file)
+        label_file = read_label_file(path.parent / manifest.labels)
+    loaded = DeviceModel(interpreter, path, task, manifest, label_file, str(labels or "labels"))
     if on_tpu:
-        loaded.device_state = {"device": device, "active": "cpu" if fallback_reasons else "edgetpu"}
+        loaded.device_state = {"device": str(device), "active": "cpu" if fallback_reasons else "edgetpu"}
         if fallback_reasons:
             loaded.device_state["fallback_reason"] = fallback_reasons[0]
     return loaded

@@ -1,4 +1,9 @@
-"""The frame loop: source -> preprocess into the input tensor -> invoke -> postprocess -> sinks, plus stats."""
+"""The frame loop: source -> preprocess into the input tensor -> invoke -> postprocess -> sinks, plus stats.
+
+Cold caches: everything after `invoke()` runs once the interpreter has pushed Python's code and data out of
+the CPU caches, where each distinct call costs microseconds, not the nanoseconds a warm microbenchmark shows.
+That is why the per-frame code keeps few, plain calls (the one note on it; `benchmarks/pipeline.py` measures it).
+"""
 
 from __future__ import annotations
 
@@ -133,15 +138,25 @@ class Stats:
         return record
 
 
-def _percentiles(values: Iterable[float]) -> dict[str, float | None]:
-    data = np.fromiter(values, dtype=np.float64)
+def percentiles(values: Iterable[float], ndigits: int | None = 2) -> tuple[float, float] | None:
+    """The median and 95th percentile of ``values`` (rounded to ``ndigits``), or None when there are none.
+
+    The one percentile helper: stats records, the preview's status and `edgekit bench` all use it.
+    """
+    data = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.float64)
     if data.size == 0:
-        return {"p50": None, "p95": None}
-    p50, p95 = np.percentile(data, [50, 95])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+        return None
+    p50, p95 = (float(v) for v in np.percentile(data, [50, 95]))
+    return (p50, p95) if ndigits is None else (round(p50, ndigits), round(p95, ndigits))
+
+
+def _percentiles(values: Iterable[float]) -> dict[str, float | None]:
+    p50, p95 = percentiles(values) or (None, None)
+    return {"p50": p50, "p95": p95}
 
 
 _END = object()
+_NO_IMAGE = np.empty((0, 0, 3), np.uint8)  # a result's frame once its image is no longer needed
 
 
 class Prefetcher:
@@ -250,6 +265,8 @@ class ParallelStreams:
         postprocess: turns a model's outputs into (items, key), as the single-stream loop does.
         stop: the pipeline's stop event.
         limit: take at most this many frames (0: no limit).
+        keep_images: keep each frame's image with its result (for taps); without taps a result drops it once the
+            image is in the input tensor, so waiting results hold no decoded frames (1.1 MB each at 720x528).
     """
 
     def __init__(
@@ -259,15 +276,16 @@ class ParallelStreams:
         postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]],
         stop: threading.Event,
         limit: int = 0,
+        keep_images: bool = True,
     ) -> None:
         # The workers take turns at the source, so each decodes the frame it takes: a read-ahead thread (a video
         # file's usual way) would add nothing but a hand-over per frame.
-        unbuffered = getattr(source, "unbuffered", None)
-        self._frames = unbuffered() if unbuffered is not None else iter(source)
+        self._frames = source.unbuffered() or iter(source)
         self._postprocess = postprocess
         self._pipeline_stop = stop
         self._limit = limit
         self._window = 2 * len(models)
+        self._keep_images = keep_images
         self._closed = False
         self._take = threading.Lock()  # one worker at a time asks the source
         self._cond = threading.Condition()  # guards everything below
@@ -309,6 +327,8 @@ class ParallelStreams:
                         self._taken += 1
                 taken = time.monotonic()
                 geometry = model.set_input(frame.image, frame.color)
+                if not self._keep_images:
+                    frame = frame._replace(image=_NO_IMAGE)
                 prepared = time.monotonic()
                 model.invoke()
                 invoked = time.monotonic()
@@ -415,9 +435,8 @@ class Pipeline:
         """
         self.stop_reason = reason
         self._stop.set()
-        wake = getattr(self.source, "interrupt", None) if interrupt else None
-        if wake is not None:
-            wake()
+        if interrupt:
+            self.source.interrupt()
 
     @property
     def stopping(self) -> bool:
@@ -496,7 +515,12 @@ class Pipeline:
     def _parallel(self) -> Generator[Inferred, None, None]:
         """Several interpreters at once (`ParallelStreams`); results in frame order."""
         streams = ParallelStreams(
-            self.source, [self.model, *self.replicas], self._postprocess, self._stop, self.settings.frames
+            self.source,
+            [self.model, *self.replicas],
+            self._postprocess,
+            self._stop,
+            self.settings.frames,
+            keep_images=bool(self.taps),
         )
         try:
             while not self._stop.is_set():
@@ -517,7 +541,7 @@ class Pipeline:
         return False
 
     def _use_prefetch(self) -> bool:
-        return bool(getattr(self.source, "ordered", False)) and self.settings.max_fps <= 0
+        return self.source.ordered and self.settings.max_fps <= 0
 
     def _emit(self, result: Inferred) -> None:
         """Publish one inferred frame: the record to the sinks and observers, the frame to the taps, stats."""
@@ -590,7 +614,7 @@ class Pipeline:
     def publish_stats(self) -> None:
         """Send a stats record to every sink and observer now."""
         counters = {s.name: s.counters() for s in self.data_sinks}
-        record = self.stats.report(self.settings.camera, int(getattr(self.source, "dropped", 0)), counters)
+        record = self.stats.report(self.settings.camera, self.source.dropped, counters)
         if self.model.device_state:
             record["device"] = dict(self.model.device_state)
         self._send(record, result=False)
@@ -598,7 +622,7 @@ class Pipeline:
 
 def _ms(seconds: float) -> float:
     """A duration (>= 0) in milliseconds to 0.01: what round(x, 2) gives, without its slow exact decimal rounding
-    (this runs for every frame, right after invoke(), when everything is out of the CPU caches)."""
+    (per frame, with cold caches: see the module docstring)."""
     return int(seconds * 100_000 + 0.5) / 100
 
 

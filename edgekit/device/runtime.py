@@ -19,16 +19,15 @@ import faulthandler
 import importlib
 import logging
 import os
-import re
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 from edgekit.errors import DeviceError, InputError, ModelError
+from edgekit.plan import DeviceSpec, parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -86,55 +85,9 @@ def runtime_name() -> str:
 # --- device strings ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DeviceSpec:
-    """A parsed device string."""
-
-    kind: Literal["cpu", "edgetpu"]
-    bus: Literal["usb", "pci"] | None = None
-    index: int | None = None
-
-    @property
-    def is_edgetpu(self) -> bool:
-        return self.kind == "edgetpu"
-
-    def __str__(self) -> str:
-        if self.kind == "cpu":
-            return "cpu"
-        parts = ["edgetpu"]
-        if self.bus:
-            parts.append(self.bus)
-            if self.index is not None:
-                parts.append(str(self.index))
-        return ":".join(parts)
-
-
-_DEVICE_RE = re.compile(r"^(?:edgetpu(?::(usb|pci)(?::(\d+))?)?|(usb|pci)(?::(\d+))?)$")
-
-
-def parse_device(device: str) -> DeviceSpec:
-    """Parse a device string (see the module docstring).
-
-    Args:
-        device: ``cpu``, ``edgetpu``, ``edgetpu:usb:0``, ``pci:1``, ...
-
-    Returns:
-        The parsed device.
-
-    Raises:
-        InputError: the string does not follow the grammar.
-    """
-    text = device.strip().lower()
-    if text in ("", "cpu"):
-        return DeviceSpec("cpu")
-    match = _DEVICE_RE.match(text)
-    if not match:
-        raise InputError(
-            f"device {device!r} is not one of cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N] (N counts from 0)"
-        )
-    bus = match.group(1) or match.group(3)
-    index = match.group(2) or match.group(4)
-    return DeviceSpec("edgetpu", bus, int(index) if index is not None else None)  # type: ignore[arg-type]
+# The grammar and its parser live in `edgekit.plan` (the run plan parses the device string once); re-exported
+# here because this module documents the strings.
+__all__ = ["DeviceSpec", "make_interpreter", "parse_device"]
 
 
 def default_threads() -> int:
@@ -243,7 +196,7 @@ def load_delegate(library: str, options: dict[str, Any] | None = None) -> Any:
 
 def make_interpreter(
     model_path: str | Path,
-    device: str = "cpu",
+    device: DeviceSpec | str = "cpu",
     threads: int = 0,
     *,
     probe: bool = True,
@@ -255,7 +208,7 @@ def make_interpreter(
 
     Args:
         model_path: the .tflite file (for an Edge TPU, the ``*_edgetpu.tflite`` compiled one).
-        device: a device string (module docstring).
+        device: the plan's device (or a device string, module docstring).
         threads: CPU threads for XNNPACK; 0 means every core available to this process.
         probe: load the model once in a forked child first (see `_probe_in_child`).
         fallback_cpu: for an Edge TPU device, run on the CPU when the Edge TPU cannot be opened.
@@ -272,7 +225,7 @@ def make_interpreter(
         DeviceError: the runtime or the accelerator is missing or unusable.
     """
     path = Path(model_path)
-    spec = parse_device(device)
+    spec = device if isinstance(device, DeviceSpec) else parse_device(device)
     check_tflite_file(path)
     module = runtime_module()
     num_threads = threads if threads > 0 else default_threads()
@@ -296,7 +249,11 @@ def make_interpreter(
             raise DeviceError(f"--device {spec}: this edgekit was built without Edge TPU support") from None
 
         try:
-            delegate = edgetpu.load_edgetpu_delegate(str(spec))
+            # Before the delegate loads: a model compiled for a newer runtime would fail inside it, unexplained.
+            mismatch = edgetpu.check_runtime(path, edgetpu.parse_runtime_version(edgetpu.runtime_version()))
+            if mismatch:
+                raise DeviceError(mismatch)
+            delegate = edgetpu.load_edgetpu_delegate(spec)
         except DeviceError as exc:
             if not fallback_cpu:
                 raise

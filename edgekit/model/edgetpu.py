@@ -6,8 +6,12 @@ The rules are those of Coral's "TensorFlow models on the Edge TPU" (coral.ai/doc
   (weights, biases) constant at compile time; tensors 1-, 2- or 3-dimensional, or, with more dimensions, only
   the 3 innermost larger than 1; only the supported operations, within their listed limits;
 * the supported-operations table, with the Edge TPU runtime version each op needs and its known limitations;
-* compilation: the compiler partitions the graph once, so the first op that cannot map and every op after it
-  run on the CPU, even ops the Edge TPU supports.
+* compilation: the compiler makes one Edge TPU subgraph ("it cannot partition the model more than once"). What
+  that means op by op is shown by Coral's own compiled models (tests/data/coral/edgetpu-pairs): an op that needs
+  the output of a CPU op which itself ran after the Edge TPU part cannot go back to the Edge TPU, while CPU ops
+  *before* the Edge TPU part (MoveNet's leading CAST/QUANTIZE) and independent branches after a CPU op
+  (MoveNet's heads beside its ARG_MAX) still map. The docs' "every op after it" is read as "every op that
+  depends on it", which is what compiler 16 does.
 
 One thing the docs do not list is which op *versions* the compiler parses: ``edgetpu_compiler`` 16.0 (the last
 release) embeds TensorFlow Lite's op resolver of about TF 2.5 and refuses the whole model ("Didn't find op for
@@ -20,7 +24,8 @@ The prediction is a pure function of the parsed model; the compiler, when presen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,14 +64,18 @@ RULES: dict[str, Rule] = {
     r.id: r
     for r in (
         Rule("int8", "tensors must be 8-bit quantized (int8 or uint8); float and 16-bit tensors run on the CPU"),
-        Rule("static-shape", "tensor sizes must be constant at compile time (no dynamic sizes)"),
+        Rule(
+            "static-shape",
+            "tensor sizes must be constant at compile time; a dynamic size makes the compiler refuse the model",
+        ),
         Rule("const-params", "model parameters (weights, biases) must be constant at compile time"),
         Rule("rank", "tensors must be 1-, 2- or 3-dimensional; with more dimensions only the 3 innermost may be > 1"),
         Rule("op-list", "only operations in Coral's supported-operations table map to the Edge TPU"),
         Rule("custom-op", "custom operators always run on the CPU (TFLite_Detection_PostProcess is expected to)"),
         Rule(
             "one-subgraph",
-            "the compiler partitions once: every op that depends on an op that cannot map runs on the CPU too",
+            "the compiler makes one Edge TPU subgraph: an op that reads a CPU result computed after the Edge "
+            "TPU part runs on the CPU too",
         ),
         Rule(
             "op-version",
@@ -89,8 +98,8 @@ RULES: dict[str, Rule] = {
         Rule("prelu", "PReLU: alpha must be 1-dimensional (only its innermost dimension may be > 1)"),
         Rule(
             "resize",
-            "ResizeBilinear/ResizeNearestNeighbor: 3-D input/output; depending on sizes the compiler "
-            "may keep it on the CPU to avoid loss of precision",
+            "ResizeBilinear/ResizeNearestNeighbor: depending on sizes the compiler keeps it on the CPU to "
+            "avoid loss of precision (align_corners=True resizes do not map)",
         ),
         Rule("reshape", "Reshape: certain reshapes of large tensors might not be mapped"),
     )
@@ -132,6 +141,11 @@ FIRST_UNKNOWN_BUILTIN = "REDUCE_ALL"
 _QUANTIZED = ("int8", "uint8")
 # Constant operands that are indices or biases, never activations: int32/int64 is how TFLite stores them.
 _INDEX_TYPES = ("int32", "int64")
+# TFLite's 8-bit LSTM keeps its cell state (input 19) and layer-norm weights (20-23) in int16 by design
+# (TensorFlow Lite's quantization spec, "8x8_16" LSTM); the compiler maps it anyway, as Coral's keras_lstm_mnist
+# pair shows (all of it inside edgetpu-custom-op). Coral's table lists (unidirectional) LSTM from runtime 14.
+_LSTM_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+_LSTM_INT16_INPUTS = frozenset(range(19, 24))
 _PARAMETER_INPUTS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2), "TRANSPOSE_CONV": (1,)}
 
 
@@ -168,6 +182,7 @@ class Preflight:
     notes: tuple[str, ...] = field(default_factory=tuple)
     already_compiled: bool = False
     tail: frozenset[int] = frozenset()
+    before: frozenset[int] = frozenset()  # CPU ops that run before the Edge TPU part (they need none of it)
 
     @property
     def mapped(self) -> int:
@@ -179,7 +194,7 @@ class Preflight:
 
     @property
     def compiles(self) -> bool:
-        """False when the compiler is predicted to refuse the whole model (op versions it cannot parse)."""
+        """False when the compiler is predicted to refuse the model (op versions it cannot parse, dynamic sizes)."""
         return not self.fatal
 
     @property
@@ -224,11 +239,14 @@ class Preflight:
                 f"postprocess ({self.on_cpu} op(s)) runs on the CPU, as intended"
             )
         else:
-            first = self.cpu_before_postprocess()[0]
-            lines.append(
-                f"Edge TPU preflight: {self.mapped} of {total} ops map, {self.on_cpu} run on the CPU; the Edge TPU "
-                f"part ends at op {first.index} ({first.op})"
-            )
+            head = f"Edge TPU preflight: {self.mapped} of {total} ops map, {self.on_cpu} run on the CPU"
+            lead = [v for v in self.ops if v.index in self.before]
+            if lead:
+                head += f"; {len(lead)} before the Edge TPU part (from op {lead[0].index} {lead[0].op})"
+            after = [v for v in self.cpu_before_postprocess() if v.index not in self.before]
+            if after:
+                head += f"; the Edge TPU part ends at op {after[0].index} ({after[0].op})"
+            lines.append(head)
         own = [
             v
             for v in self.ops
@@ -295,27 +313,44 @@ def preflight(model: Model | str | Path) -> Preflight:
     fatal = tuple(v for op in graph.operators if (v := _version_check(op)) is not None)
     notes: list[str] = []
     verdicts: list[OpVerdict] = []
-    # Tensors produced by ops on the CPU: whatever consumes them cannot be in the one Edge TPU subgraph.
-    cpu_tensors: set[int] = set()
+    # The one Edge TPU subgraph may read graph inputs and what CPU ops computed from them alone ("before"), but
+    # nothing the CPU computed from an Edge TPU result ("after"): that would need a second Edge TPU subgraph.
+    # Tensors are tagged as they are produced; ops are in execution order, so inputs are tagged first.
+    on_tpu: set[int] = set()  # outputs of ops that map
+    after_tpu: set[int] = set()  # outputs of CPU ops that (transitively) read an Edge TPU result
+    before: set[int] = set()
     for op in graph.operators:
         own = _check(op, graph, parsed, notes)
         runtime = SUPPORTED_OPS.get(op.name, _ALL)
         if op.name == "DEPTHWISE_CONV_2D" and op.options.get("dilation_w_factor", 1) > 1:
             runtime = 13  # dilated depthwise kernels arrived with runtime 13
+        reads_after = any(i in after_tpu for i in op.inputs)
+        if own is None and not reads_after:
+            verdicts.append(OpVerdict(op.index, op.name, op.version, True, runtime=runtime))
+            on_tpu.update(op.outputs)
+            continue
         if own is not None:
             rule, detail = own
-            verdicts.append(OpVerdict(op.index, op.name, op.version, False, rule, detail, runtime))
-            cpu_tensors.update(op.outputs)
-        elif any(i in cpu_tensors for i in op.inputs):
-            verdicts.append(
-                OpVerdict(op.index, op.name, op.version, False, RULES["one-subgraph"], "depends on a CPU op", runtime)
-            )
-            cpu_tensors.update(op.outputs)
         else:
-            verdicts.append(OpVerdict(op.index, op.name, op.version, True, runtime=runtime))
+            rule, detail = RULES["one-subgraph"], "reads a CPU result computed after the Edge TPU part"
+        verdicts.append(OpVerdict(op.index, op.name, op.version, False, rule, detail, runtime))
+        if reads_after or any(i in on_tpu for i in op.inputs):
+            after_tpu.update(op.outputs)
+        else:
+            before.add(op.index)
     if len(parsed.subgraphs) > 1:
         notes.append(f"the model has {len(parsed.subgraphs)} subgraphs (control flow); only subgraph 0 is considered")
-    return Preflight(parsed.path, tuple(verdicts), fatal, tuple(dict.fromkeys(notes)), tail=_postprocess_tail(graph))
+    # A dynamic size is not one op's problem: the compiler runs the model through a delegate that "only supports
+    # static-sized tensors" and fails the whole compilation (google-coral/edgetpu#654).
+    fatal += tuple(v for v in verdicts if v.rule is RULES["static-shape"])
+    return Preflight(
+        parsed.path,
+        tuple(verdicts),
+        fatal,
+        tuple(dict.fromkeys(notes)),
+        tail=_postprocess_tail(graph),
+        before=frozenset(before),
+    )
 
 
 def _postprocess_tail(graph: Subgraph) -> frozenset[int]:
@@ -368,8 +403,10 @@ def _check(op: Operator, graph: Subgraph, model: Model, notes: list[str]) -> tup
         return RULES["op-list"], f"{name} is not an Edge TPU operation"
 
     tensors = [(i, graph.tensor(i)) for i in (*op.inputs, *op.outputs)]
-    for i, t in tensors:
+    for position, (i, t) in enumerate(tensors):
         if t is None:
+            continue
+        if name in _LSTM_OPS and position in _LSTM_INT16_INPUTS and t.dtype == "int16":
             continue
         if t.is_constant:
             if t.dtype not in (*_QUANTIZED, *_INDEX_TYPES):
@@ -468,6 +505,13 @@ def _limits(op: Operator, graph: Subgraph, model: Model, notes: list[str]) -> tu
         if alpha is not None and any(d > 1 for d in alpha.shape[:-1]):
             return RULES["prelu"], f"alpha shape {list(alpha.shape)}"
     if name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        # Coral's table: "depending on input/output size, this operation might not be mapped to the Edge TPU to
+        # avoid loss in precision"; the threshold is not disclosed (google-coral/edgetpu#31). What is known:
+        # Coral's DeepLab keeps its align_corners=True resize (1x1 -> 33x33) on the CPU, while MoveNet's
+        # half-pixel 2x upsamplings map. An align_corners grid samples at (in - 1) / (out - 1) steps, which the
+        # Edge TPU's fixed-point interpolation does not represent; it is the one case predicted on the CPU.
+        if op.options.get("align_corners", False):
+            return RULES["resize"], "align_corners=True"
         notes.append(f"op {op.index} {name}: {RULES['resize'].text}")
     if name == "RESHAPE" and first_in is not None and first_in.nbytes > 1 << 20:
         notes.append(f"op {op.index} RESHAPE of {first_in.nbytes} bytes: {RULES['reshape'].text}")
@@ -486,3 +530,87 @@ def verdicts_by_op(result: Preflight) -> dict[str, tuple[int, int]]:
 def cpu_ops(result: Preflight) -> Sequence[OpVerdict]:
     """Ops predicted to run on the CPU, in execution order."""
     return [v for v in result.ops if not v.maps]
+
+
+def cpu_histogram(result: Preflight) -> dict[str, int]:
+    """Per op name, how many ops are predicted on the CPU: comparable with `compiled_partition`'s."""
+    return dict(sorted(Counter(v.op for v in result.ops if not v.maps).items()))
+
+
+@dataclass(frozen=True)
+class CompiledPartition:
+    """Where ``edgetpu_compiler`` put things in a compiled model: CPU ops around the ``edgetpu-custom-op``(s)."""
+
+    model: str
+    tpu: tuple[int, ...]  # indices of the edgetpu-custom-op(s)
+    before: tuple[tuple[int, str], ...]  # (index, op) of CPU ops before the first Edge TPU op, graph order
+    after: tuple[tuple[int, str], ...]  # the CPU ops after it
+
+    @property
+    def cpu_histogram(self) -> dict[str, int]:
+        return dict(sorted(Counter(name for _, name in (*self.before, *self.after)).items()))
+
+    def summary(self) -> str:
+        """Lines for a terminal: the CPU ops in graph order and where the Edge TPU part sits."""
+        n_cpu = len(self.before) + len(self.after)
+        lines = [
+            f"Edge TPU partition (by edgetpu_compiler): {len(self.tpu)} Edge TPU subgraph(s) at op "
+            f"{', '.join(map(str, self.tpu))}; {n_cpu} op(s) on the CPU"
+        ]
+        for label, ops in (("before the Edge TPU part", self.before), ("after the Edge TPU part", self.after)):
+            if ops:
+                lines.append(f"  CPU {label}: " + ", ".join(f"{name} (op {i})" for i, name in ops))
+        if n_cpu:
+            lines.append("  CPU ops: " + ", ".join(f"{k} x{n}" for k, n in self.cpu_histogram.items()))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edgetpu_ops": list(self.tpu),
+            "cpu_before": [{"index": i, "op": name} for i, name in self.before],
+            "cpu_after": [{"index": i, "op": name} for i, name in self.after],
+            "cpu_ops": self.cpu_histogram,
+        }
+
+
+def compiled_partition(model: Model | str | Path) -> CompiledPartition:
+    """Read the partition out of a model ``edgetpu_compiler`` wrote (ops outside ``edgetpu-custom-op`` run on the CPU).
+
+    Args:
+        model: a parsed compiled model, or its path.
+
+    Returns:
+        The partition (no Edge TPU ops at all when the model is not compiled).
+    """
+    parsed = model if isinstance(model, Model) else read_model(model)
+    ops = parsed.main.operators
+    tpu = tuple(op.index for op in ops if op.name == EDGETPU_CUSTOM_OP)
+    first = tpu[0] if tpu else len(ops)
+    cpu = [(op.index, op.name) for op in ops if op.name != EDGETPU_CUSTOM_OP]
+    return CompiledPartition(
+        parsed.path, tpu, tuple(o for o in cpu if o[0] < first), tuple(o for o in cpu if o[0] > first)
+    )
+
+
+def partition_differences(predicted: Preflight, compiled: CompiledPartition | Mapping[str, int]) -> tuple[str, ...]:
+    """Where the preflight and the compiler's real partition disagree, per op name (empty when they agree).
+
+    Any difference is a bug in the preflight's rules: the compiler has the last word.
+
+    Args:
+        predicted: the preflight of the model that was compiled.
+        compiled: the compiled model's partition, or the compiler log's CPU ops (op name -> count; the log
+            calls every custom op ``CUSTOM``).
+    """
+    want = cpu_histogram(predicted)
+    got = dict(compiled.cpu_histogram if isinstance(compiled, CompiledPartition) else compiled)
+    if "CUSTOM" in got:
+        custom = Counter(v.op for v in predicted.ops if not v.maps and v.op not in BUILTIN_OPS)
+        for name in custom:
+            want.pop(name)
+        want["CUSTOM"] = sum(custom.values())
+    return tuple(
+        f"{name}: preflight {want.get(name, 0)} on the CPU, edgetpu_compiler {got.get(name, 0)}"
+        for name in sorted(set(want) | set(got))
+        if want.get(name, 0) != got.get(name, 0)
+    )

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.model.edgetpu import Preflight, preflight
+from edgekit.model.edgetpu import CompiledPartition, Preflight, compiled_partition, preflight
 from edgekit.model.manifest import MANIFEST_NAME, Manifest, find_model
+from edgekit.model.task import TaskGuess, guess_task
 from edgekit.model.tflite import DETECTION_POSTPROCESS_OP, Model, Tensor, op_histogram, read_model
 
 
@@ -21,8 +22,18 @@ class Inspection:
     preflight: Preflight | None = None
 
     @property
+    def guess(self) -> TaskGuess:
+        """What the output tensors say the model is."""
+        return guess_task([t.shape for t in self.model.outputs])
+
+    @property
     def task(self) -> str | None:
-        return self.manifest.task if self.manifest is not None else None
+        return self.manifest.task if self.manifest is not None else self.guess.task
+
+    @property
+    def partition(self) -> CompiledPartition | None:
+        """Where edgetpu_compiler put the ops, for a compiled model."""
+        return compiled_partition(self.model) if self.model.is_edgetpu_compiled else None
 
     @property
     def has_postprocess(self) -> bool:
@@ -35,6 +46,7 @@ class Inspection:
             "path": str(self.path),
             "size_bytes": m.size,
             "task": self.task,
+            "task_detail": self.guess.describe(),
             "inputs": [t.to_dict() for t in m.inputs],
             "outputs": [t.to_dict() for t in m.outputs],
             "ops": op_histogram(m),
@@ -53,6 +65,9 @@ class Inspection:
                 }
                 for d in m.edgetpu
             ]
+            partition = self.partition
+            if partition is not None:
+                out["edgetpu_partition"] = partition.to_dict()
         if self.preflight is not None:
             out["edgetpu_preflight"] = self.preflight.to_dict()
         return out
@@ -64,7 +79,7 @@ class Inspection:
         if self.manifest is not None:
             lines.append(f"task: {self.manifest.task} (from {MANIFEST_NAME})")
         else:
-            lines.append(f"task: unknown (no {MANIFEST_NAME} beside the model)")
+            lines.append(f"task: {self.guess.describe()} (from the output tensors; no {MANIFEST_NAME})")
         lines.append("inputs:")
         lines.extend(f"  {_tensor_line(t)}" for t in m.inputs)
         lines.append("outputs:")
@@ -80,7 +95,10 @@ class Inspection:
                 f"compiled for the Edge TPU by edgetpu_compiler {compiler or '?'}; needs Edge TPU runtime "
                 f"{needed if needed is not None else '?'}"
             )
-        if self.preflight is not None:
+            partition = self.partition
+            if partition is not None:
+                lines.append(partition.summary())
+        if self.preflight is not None and not self.preflight.already_compiled:
             lines.append(self.preflight.summary())
         return "\n".join(lines)
 

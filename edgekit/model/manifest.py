@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -216,6 +215,8 @@ def _plain(value: Any) -> Any:
 
 def write_atomic(path: str | Path, content: str | bytes) -> None:
     """Write a file so that readers see either the old or the whole new content, never a part."""
+    import tempfile  # here: `edgekit run` never writes, and tempfile pulls in shutil, bz2 and lzma (0.7 MB)
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -230,7 +230,11 @@ class Preparer:
 
 
 def _area(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
-    """The ``area`` downscale: INTER_AREA when shrinking (an exact box average), bilinear when enlarging."""
+    """The ``area`` downscale: INTER_AREA when shrinking (an exact box average), bilinear when enlarging.
+
+    Not the same bytes on aarch64 as on x86 (OpenCV's INTER_AREA at a fractional factor rounds in float; see
+    tests/arm64). With INTER_LINEAR_EXACT here the ImageNet fidelity test flipped a photo (one run), so it stays.
+    """
     ph, pw = out.shape[:2]
     interpolation = cv2.INTER_AREA if region.shape[1] > pw or region.shape[0] > ph else cv2.INTER_LINEAR
     _into(cv2, region, out, interpolation)
@@ -248,6 +252,12 @@ def _pyramid(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
        footprint still covers each output pixel's share), otherwise bilinear up to twice the output and one
        more halving (a 640x480 camera's 420 px centre crop: 280 us instead of 610 us).
     Enlarging is bilinear.
+
+    Every step is integer arithmetic in OpenCV (INTER_AREA at a factor of exactly 2, INTER_LINEAR_EXACT's fixed
+    point), so an aarch64 Pi gets the same bytes as the x86 laptop that calibrated the model; INTER_LINEAR rounds
+    differently there (+-1 in about a fifth of the pixels). tests/arm64 checks it under emulation. The exact
+    bilinear costs more: in one A/B here (a loaded machine) 141 -> 210 us for a 720x528 frame and 359 -> 577 us
+    for 640x480 (the figures above are from before it).
     """
     ph, pw = out.shape[:2]
     for _ in range(halvings(region.shape[1], region.shape[0], pw, ph)):
@@ -257,10 +267,10 @@ def _pyramid(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
         np.copyto(out, region)
         return
     if rw > 1.3 * pw or rh > 1.3 * ph:
-        region = cv2.resize(region, (2 * pw, 2 * ph), interpolation=cv2.INTER_LINEAR)
+        region = cv2.resize(region, (2 * pw, 2 * ph), interpolation=cv2.INTER_LINEAR_EXACT)
         _into(cv2, region, out, cv2.INTER_AREA)  # an exact halving
     else:
-        _into(cv2, region, out, cv2.INTER_LINEAR)
+        _into(cv2, region, out, cv2.INTER_LINEAR_EXACT)
 
 
 def _into(cv2: Any, region: np.ndarray, out: np.ndarray, interpolation: int) -> None:

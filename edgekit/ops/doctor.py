@@ -7,6 +7,7 @@ MQTT broker, ``vcgencmd``, package imports) only do so when the root is ``/``, e
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -17,11 +18,14 @@ import shutil
 import socket
 import stat
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+
+from edgekit.config import Config
+from edgekit.errors import EdgekitError
+from edgekit.plan import BrokerAddress, MqttSpec, parse_device, parse_sink
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +178,7 @@ def _group_name(gid: int) -> str:
 
 def diagnose(
     root: str | Path = "/",
-    config: Any = None,
+    config: Config | None = None,
     account: Account | None = None,
     *,
     broker_timeout: float = 2.0,
@@ -183,7 +187,7 @@ def diagnose(
 
     Args:
         root: filesystem root to inspect (tests use a fake tree).
-        config: a loaded `edgekit.config.Config` (for the model device and the MQTT broker), or None.
+        config: a loaded `edgekit.config.Config` (for the model device and the MQTT brokers), or None.
         account: whose access to /dev nodes is checked; the current process's by default.
         broker_timeout: seconds for the TCP connect to the broker.
 
@@ -193,8 +197,10 @@ def diagnose(
     base = Path(root)
     live = base.resolve() == Path("/")
     account = account or Account.current()
-    device = getattr(getattr(config, "run", None), "device", "cpu") if config is not None else "cpu"
-    wants_tpu = str(device).startswith(("edgetpu", "usb", "pci"))
+    wants_tpu = False
+    if config is not None:
+        with contextlib.suppress(EdgekitError):  # a bad device string is the config check's to report
+            wants_tpu = parse_device(config.run.device).is_edgetpu
     checks: list[Check] = []
     facts: dict[str, Any] = {"root": str(base), "user": account.name}
     checks += _python(live, facts)
@@ -463,26 +469,33 @@ def _coral(base: Path, live: bool, account: Account, wants_tpu: bool, facts: dic
 # --- network -----------------------------------------------------------------------------------------------
 
 
-def broker_endpoints(config: Any) -> list[tuple[str, int, str]]:
-    """(host, port, sink spec) of every MQTT sink in the config."""
-    out = []
-    sinks: Sequence[str] = getattr(getattr(config, "run", None), "sinks", ()) or ()
-    for spec in sinks:
-        parts = urlsplit(spec)
-        if parts.scheme in ("mqtt", "mqtts") and parts.hostname:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-            out.append((parts.hostname, port, spec))
+def broker_endpoints(config: Config | None) -> list[BrokerAddress | str]:
+    """The broker of every MQTT sink in the config, parsed by the run plan (or why the plan refuses it)."""
+    out: list[BrokerAddress | str] = []
+    if config is None:
+        return out
+    for spec in config.run.sinks:
+        try:
+            sink = parse_sink(spec, config)
+        except EdgekitError as exc:
+            out.append(exc.message)
+            continue
+        if isinstance(sink, MqttSpec):
+            out.append(sink.address)
     return out
 
 
-def _mqtt(config: Any, timeout: float) -> list[Check]:
+def _mqtt(config: Config | None, timeout: float) -> list[Check]:
     checks = []
-    for host, port, spec in broker_endpoints(config):
-        shown = re.sub(r"//[^@/]*@", "//", spec)  # never echo credentials
+    for address in broker_endpoints(config):
+        if isinstance(address, str):
+            checks.append(Check("network", "MQTT sink", "fail", address, "fix the sink in the config"))
+            continue
+        host, port = address.host, address.port
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 pass
-            checks.append(Check("network", f"MQTT {host}:{port}", "ok", f"reachable ({shown})"))
+            checks.append(Check("network", f"MQTT {host}:{port}", "ok", f"reachable ({address})"))
         except OSError as exc:
             checks.append(
                 Check(

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from edgekit.config import Config, load_config
 from edgekit.errors import ConfigError, EdgekitError, InputError
+from edgekit.plan import is_live_source
 
 SHIPPED_EXECUTABLE = "/opt/edgekit/bin/edgekit"
 """The ExecStart path in the shipped units (the README's install location); rendering replaces it."""
@@ -78,7 +79,6 @@ _SYSTEM_ONLY_KEYS = frozenset(
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _UNSAFE_PATH = re.compile(r"[\s\"'\\%$;]")
-_LIVE_SOURCE = re.compile(r"^(picamera2(:\d+)?|\d+|/dev/.*|[a-zA-Z][a-zA-Z0-9+.-]*://.*)$")
 
 
 # --- naming -------------------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def check_service_config(config: Config, where: str, user_mode: bool = False) ->
     paths: list[tuple[str, str]] = [("run.model", run.model)]
     if run.labels:
         paths.append(("run.labels", run.labels))
-    if run.source and not _LIVE_SOURCE.match(run.source):
+    if run.source and not is_live_source(run.source):
         paths.append(("run.source", run.source))
     for key, value in paths:
         if not value:

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,38 @@ def test_convert_edgetpu_writes_and_links_the_compiled_model(
     assert read_model(out / "model_edgetpu.tflite").is_edgetpu_compiled
     assert "Operator" in (out / "model_edgetpu.log").read_text()
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_compiler_and_the_preflight_are_compared(
+    stand_in_compiler: Path, int8_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    result = compile_for_edgetpu(int8_model, int8_model.parent)
+    assert result.differences() == () and "the preflight predicted exactly these CPU ops" in result.summary()
+    # The stand-in leaves SOFTMAX on the CPU where the preflight maps it: the difference is printed.
+    monkeypatch.setenv("EDGETPU_STANDIN_CPU_OPS", "SOFTMAX")
+    before = sorted(p.name for p in int8_model.parent.iterdir())
+    cli_result = CliRunner().invoke(cli, ["inspect", "--edgetpu", "--compile", str(int8_model)])
+    assert cli_result.exit_code == 0, cli_result.output
+    assert cli_result.output.splitlines()[-1] == (
+        "  the preflight disagrees with the compiler (a bug in edgekit's Edge TPU rules; please report it): "
+        "SOFTMAX: preflight 0 on the CPU, edgetpu_compiler 1"
+    )
+    assert sorted(p.name for p in int8_model.parent.iterdir()) == before  # compiled in a temporary folder
+    # The detector's postprocess is CUSTOM in the log and TFLite_Detection_PostProcess in the model: the same op.
+    detector = int8_model.parent / "ssd.tflite"
+    detector.write_bytes(SSD.read_bytes())
+    monkeypatch.setenv("EDGETPU_STANDIN_CPU_OPS", "")
+    checked = CliRunner().invoke(cli, ["inspect", "--json", "--compile", str(detector)])
+    data = json.loads(checked.output)
+    assert data["edgetpu_compiler"]["status"] == "compiled"
+    predicted_cpu = Counter(v["op"] for v in data["edgetpu_preflight"]["ops"] if not v["maps"])
+    assert predicted_cpu["TFLite_Detection_PostProcess"] == 1  # the log's CUSTOM row: no difference
+    assert data["edgetpu_compiler"]["preflight_differences"] == [
+        f"{op}: preflight {n} on the CPU, edgetpu_compiler 0"
+        for op, n in sorted(predicted_cpu.items())
+        if op != "TFLite_Detection_PostProcess"
+    ]

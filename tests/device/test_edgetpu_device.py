@@ -13,14 +13,11 @@ import pytest
 
 from edgekit.device import edgetpu
 from edgekit.device.edgetpu import (
-    RETRY_FIRST_S,
-    RETRY_MAX_S,
     check_runtime,
     delegate_options,
     library_name,
     list_edge_tpus,
     load_edgetpu_delegate,
-    open_edgetpu,
     parse_runtime_version,
     scan_sysfs,
 )
@@ -90,58 +87,10 @@ def test_runtime_reports_it_for_edgetpu_devices(models: tuple[Path, Path]) -> No
         make_interpreter(compiled, "edgetpu", probe=False)
 
 
-@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
-def test_fallback_cpu_runs_the_cpu_model_and_keeps_retrying(models: tuple[Path, Path]) -> None:
-    compiled, cpu = models
-    clock = [100.0]
-    attachment = open_edgetpu(compiled, cpu, "edgetpu:usb:0", threads=1, fallback="cpu")
-    attachment._clock = lambda: clock[0]
-    attachment._next_try = clock[0] + RETRY_FIRST_S
-    assert attachment.state == "cpu-fallback" and attachment.attach_attempts == 1
-    expected = _run(make_interpreter(cpu, "cpu", 1, probe=False))
-    np.testing.assert_array_equal(_run(attachment.interpreter), expected)
-    assert not attachment.maybe_reattach() and attachment.attach_attempts == 1  # too early
-    waits = []
-    for _ in range(6):
-        clock[0] = attachment._next_try
-        assert not attachment.maybe_reattach()
-        waits.append(attachment._interval)
-    assert waits == [10.0, 20.0, 40.0, RETRY_MAX_S, RETRY_MAX_S, RETRY_MAX_S]
-    stats = attachment.stats()
-    assert stats["state"] == "cpu-fallback" and stats["attach_attempts"] == 7
-    assert "not installed" in stats["last_error"]
-
-
-@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
-def test_without_fallback_the_device_error_stands(models: tuple[Path, Path]) -> None:
-    compiled, cpu = models
-    with pytest.raises(DeviceError, match="not installed"):
-        open_edgetpu(compiled, cpu, "edgetpu", fallback="none")
-    with pytest.raises(DeviceError, match="needs the CPU model"):
-        open_edgetpu(compiled, None, "edgetpu", fallback="cpu")
-
-
-@pytest.mark.simulated
-def test_reattach_swaps_the_interpreter_back(models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Simulated: the Edge TPU 'returns' (its interpreter is a CPU one standing in for it)."""
-    compiled, cpu = models
-    attachment = open_edgetpu(compiled, cpu, "edgetpu", threads=1, fallback="cpu")
-    attachment._clock = lambda: 1e9
-    stand_in = make_interpreter(cpu, "cpu", 1, probe=False)
-    monkeypatch.setattr(attachment, "_tpu", lambda: stand_in)
-    assert attachment.maybe_reattach()
-    assert attachment.state == "edgetpu" and attachment.interpreter is stand_in and attachment.reattached == 1
-    assert not attachment.maybe_reattach()  # on the TPU: nothing to do
-    attachment.on_invoke_error(RuntimeError("Failed to execute request. USB transfer error 2 [LibUsbDataOutCallback]"))
-    assert attachment.state == "cpu-fallback" and "USB transfer error" in attachment.last_error
-
-
 def test_compiled_model_without_a_tpu_is_refused(models: tuple[Path, Path]) -> None:
     compiled, _ = models
     with pytest.raises(ModelError, match="edgetpu-custom-op"):
         make_interpreter(compiled, "cpu", probe=False)
-    with pytest.raises(ModelError, match="compiled for the Edge TPU"):
-        open_edgetpu(compiled, compiled, "edgetpu", fallback="cpu")
 
 
 def test_runtime_version_check_says_which_to_upgrade(models: tuple[Path, Path]) -> None:
@@ -313,7 +262,14 @@ def test_installed_runtime_without_a_device(fake_libedgetpu: Path, monkeypatch: 
 def test_runtime_too_old_for_the_compiled_model(fake_libedgetpu: Path, models: tuple[Path, Path]) -> None:
     compiled, cpu = models  # compiled for runtime 14; the stand-in library says 13
     with pytest.raises(DeviceError, match="compiled for Edge TPU runtime 14 but libedgetpu here is runtime 13"):
-        open_edgetpu(compiled, cpu, "edgetpu", fallback="none")
+        make_interpreter(compiled, "edgetpu", probe=False)
+    # With the CPU fallback, `edgekit run` runs the CPU model and says why, before any delegate was loaded.
+    reasons: list[str] = []
+    interpreter = make_interpreter(
+        compiled, "edgetpu", 1, probe=False, fallback_cpu=True, cpu_model=cpu, on_fallback=reasons.append
+    )
+    np.testing.assert_array_equal(_run(interpreter), _run(make_interpreter(cpu, "cpu", 1, probe=False)))
+    assert len(reasons) == 1 and "upgrade libedgetpu1-std" in reasons[0] and "--min_runtime_version 13" in reasons[0]
 
 
 @pytest.mark.simulated
@@ -356,3 +312,48 @@ def test_stats_report_the_cpu_fallback(classifier_dir: Path, video: Path, tmp_pa
     stats = [r for r in records if r["type"] == "stats"]
     assert stats and stats[-1]["device"]["active"] == "cpu" and stats[-1]["device"]["device"] == "edgetpu:usb:0"
     assert "libedgetpu.so.1 is not installed" in stats[-1]["device"]["fallback_reason"]
+
+
+@pytest.mark.skipif(HAVE_LIBEDGETPU, reason="libedgetpu is installed here")
+def test_preview_and_metrics_show_the_cpu_fallback(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
+    """After a fallback to the CPU, /api/status and edgekit_edgetpu_state say cpu-fallback, not edgetpu."""
+    import json
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from edgekit.device import daemon
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    started: list[Any] = []
+    overrides = {
+        "run.model": str(_linked_folder(classifier_dir, tmp_path)),
+        "run.source": str(video),
+        "run.sinks": ["file:" + str(tmp_path / "out.jsonl")],
+        "run.device": "edgetpu",
+        "run.fallback": "cpu",
+        "run.max_fps": 15.0,
+        "run.stats_interval": 0.0,
+        "http.listen": f"127.0.0.1:{port}",
+    }
+    thread = threading.Thread(target=daemon.serve, args=(None, overrides, started.append), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started, "the pipeline did not start"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
+            status = json.loads(response.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+    finally:
+        if started:
+            started[-1].stop()
+        thread.join(timeout=15)
+    assert status["device"] == "edgetpu" and status["edgetpu"] == "cpu-fallback"
+    assert 'edgekit_edgetpu_state{state="cpu-fallback"} 1.0' in metrics
+    assert 'edgekit_edgetpu_state{state="edgetpu"} 0.0' in metrics

@@ -24,13 +24,21 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.config import HttpConfig, load_config
+from edgekit.config import Config, HttpConfig, load_config
 from edgekit.device import daemon, http
 from edgekit.device.pipeline import Pipeline
 from edgekit.device.sources.base import Frame
 from edgekit.errors import ConfigError
+from edgekit.plan import HttpSpec, build_plan, parse_listen
 from tests.conftest import REPO
 from tests.tools import cdp
+
+
+def _http(**section: Any) -> HttpSpec:
+    """The preview server's spec as the run plan builds it from an [http] section."""
+    spec = build_plan(Config(http=HttpConfig(**section))).http
+    assert spec is not None
+    return spec
 
 
 def _free_port() -> int:
@@ -76,13 +84,13 @@ def _samples(text: str) -> dict[str, float]:
 
 
 def test_listen_addresses() -> None:
-    assert http.parse_listen("8080") == ("127.0.0.1", 8080)
-    assert http.parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)
-    assert http.parse_listen("[::1]:8080") == ("::1", 8080)
+    assert parse_listen("8080") == ("127.0.0.1", 8080)
+    assert parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    assert parse_listen("[::1]:8080") == ("::1", 8080)
     with pytest.raises(ConfigError, match=re.escape("key 'http.listen' must be HOST:PORT")):
-        http.parse_listen("localhost")
+        parse_listen("localhost")
     with pytest.raises(ConfigError, match=re.escape("got '1.2.3.4:99999'")):
-        http.parse_listen("1.2.3.4:99999")
+        parse_listen("1.2.3.4:99999")
     assert http.is_loopback("127.0.0.1") and http.is_loopback("::1") and http.is_loopback("localhost")
     assert not http.is_loopback("0.0.0.0") and not http.is_loopback("192.168.1.4")
 
@@ -95,9 +103,9 @@ def test_http_config_is_strict(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape("unknown key 'http.port'")):
         load_config(path)
     with pytest.raises(ConfigError, match=re.escape("key 'http.fps' must be above 0")):
-        http.check_config(HttpConfig(listen="8080", fps=0))
+        load_config(None, {"http.listen": "8080", "http.fps": 0})
     with pytest.raises(ConfigError, match=re.escape("key 'http.jpeg_quality'")):
-        http.check_config(HttpConfig(jpeg_quality=0))
+        load_config(None, {"http.jpeg_quality": 0})
 
 
 def test_drawing_boxes_and_labels_leaves_the_frame_alone() -> None:
@@ -138,7 +146,7 @@ def test_basic_auth_refuses_without_the_password(tmp_path: Path) -> None:
     secret = tmp_path / "http_password"
     secret.write_text("s3cret\n")
     port = _free_port()
-    _, server = http.start(HttpConfig(listen=f"127.0.0.1:{port}", password_file=str(secret)))
+    _, server = http.start(_http(listen=f"127.0.0.1:{port}", password_file=str(secret)))
     try:
         base = f"http://127.0.0.1:{port}"
         for path in ("/", "/api/status", "/metrics", "/snapshot.jpg", "/stream.mjpg"):
@@ -161,7 +169,7 @@ def test_credential_directory_wins_over_nothing(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "http_password").write_text("from-systemd")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     port = _free_port()
-    _, server = http.start(HttpConfig(listen=str(port)))
+    _, server = http.start(_http(listen=str(port)))
     try:
         assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 401
         assert _get(f"http://127.0.0.1:{port}/metrics", ("edgekit", "from-systemd"))[0] == 200

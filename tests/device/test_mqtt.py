@@ -18,10 +18,18 @@ from typing import Any
 import pytest
 
 from edgekit.config import Config, load_config
+from edgekit.device.sinks import mqtt
 from edgekit.device.sinks.base import Sink
-from edgekit.device.sinks.mqtt import MqttSink, create
+from edgekit.device.sinks.mqtt import MqttSink
 from edgekit.errors import SinkError
+from edgekit.plan import mqtt_spec
 from tests.device.mqtt_broker import Broker, Subscriber, make_certificates, retained, retained_becomes
+
+
+def create(url: str, config: Config) -> MqttSink:
+    """An MQTT sink as `edgekit run` opens one: the run plan's spec, then the sink."""
+    return mqtt.create(mqtt_spec(url, config))
+
 
 REPO = Path(__file__).resolve().parents[2]
 # Paho does not close the socket of a failed TLS handshake; the garbage collector does, with a ResourceWarning.
@@ -312,12 +320,13 @@ PUBLISHER = """
 import sys, time
 from edgekit.config import load_config
 from edgekit.device.sinks.mqtt import create
+from edgekit.plan import mqtt_spec
 port, queue_dir, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 overrides = {"mqtt.connect_timeout": 1.0, "mqtt.reconnect_min": 0.05, "mqtt.reconnect_max": 0.3,
              "run.camera": "porch"}
 if queue_dir:
     overrides["mqtt.queue_dir"] = queue_dir
-sink = create(f"mqtt://127.0.0.1:{port}/w", load_config(None, overrides))
+sink = create(mqtt_spec(f"mqtt://127.0.0.1:{port}/w", load_config(None, overrides)))
 for seq in range(count):
     sink.publish_result({"type": "result", "seq": seq, "camera": "porch"})
 while sink.counters()["queued"] > (count if queue_dir else 0):

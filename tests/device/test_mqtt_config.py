@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from edgekit.config import MqttConfig, load_config
-from edgekit.device.sinks.mqtt import BrokerAddress, create, discovery_configs, parse_spec, topic_level
+from edgekit.device.sinks.mqtt import discovery_configs
 from edgekit.device.sinks.mqtt_queue import DELETE_BATCH, MemoryQueue, SpoolQueue
 from edgekit.errors import ConfigError, SinkError
+from edgekit.plan import BrokerAddress, mqtt_spec, parse_broker, topic_level
 
 
 @pytest.mark.parametrize(
@@ -23,18 +24,18 @@ from edgekit.errors import ConfigError, SinkError
     ],
 )
 def test_parse_spec(spec: str, expected: BrokerAddress) -> None:
-    assert parse_spec(spec, MqttConfig(), "pi3") == expected
+    assert parse_broker(spec, MqttConfig(), "pi3") == expected
 
 
 def test_prefix_and_user_from_the_config_when_the_url_has_none() -> None:
-    address = parse_spec("mqtt://h", MqttConfig(topic_prefix="/home/cams/", username="u"), "pi3")
+    address = parse_broker("mqtt://h", MqttConfig(topic_prefix="/home/cams/", username="u"), "pi3")
     assert (address.prefix, address.username) == ("home/cams", "u")
-    assert str(parse_spec("mqtts://[::1]", MqttConfig(), "d")) == "mqtts://[::1]:8883"
+    assert str(parse_broker("mqtts://[::1]", MqttConfig(), "d")) == "mqtts://[::1]:8883"
 
 
 def test_a_password_in_the_url_is_refused_without_repeating_it() -> None:
     with pytest.raises(ConfigError) as err:
-        parse_spec("mqtt://cam:hunter2@broker/x", MqttConfig(), "pi3")
+        parse_broker("mqtt://cam:hunter2@broker/x", MqttConfig(), "pi3")
     assert "hunter2" not in str(err.value)
     assert str(err.value).startswith("sink mqtt://cam:***@broker: a password in the URL would show in `ps`")
     assert "$CREDENTIALS_DIRECTORY/mqtt_password" in str(err.value)
@@ -53,15 +54,15 @@ def test_a_password_in_the_url_is_refused_without_repeating_it() -> None:
 )
 def test_bad_specs(spec: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("+", r"\+")):
-        parse_spec(spec, MqttConfig(), "pi3")
+        parse_broker(spec, MqttConfig(), "pi3")
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"mqtt.qos": 3}, "mqtt.qos must be 0, 1 or 2, got 3"),
-        ({"mqtt.keepalive": 0}, "mqtt.keepalive must be 5..65535 seconds, got 0"),
-        ({"mqtt.queue_size": 0}, "mqtt.queue_size must be >= 1, got 0"),
+        ({"mqtt.qos": 3}, "command line: key 'mqtt.qos' must be 0, 1 or 2, got 3"),
+        ({"mqtt.keepalive": 0}, "command line: key 'mqtt.keepalive' must be 5..65535 seconds, got 0"),
+        ({"mqtt.queue_size": 0}, "command line: key 'mqtt.queue_size' must be 1 or more, got 0"),
         ({"mqtt.reconnect_min": 5.0, "mqtt.reconnect_max": 1.0}, "mqtt.reconnect_max (1.0) must be >= mqtt.recon"),
         ({"mqtt.key_file": "k.pem"}, "mqtt.key_file is set without mqtt.cert_file"),
         ({"mqtt.ca_file": "ca.pem"}, "mqtt.ca_file is set but the sink is mqtt://; use mqtts://"),
@@ -69,20 +70,20 @@ def test_bad_specs(spec: str, message: str) -> None:
 )
 def test_bad_options_stop_before_connecting(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        create("mqtt://127.0.0.1:1/x", load_config(None, overrides))
+        mqtt_spec("mqtt://127.0.0.1:1/x", load_config(None, overrides))
     assert str(err.value).startswith(message)
 
 
 def test_missing_tls_file_and_password_without_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"mqtt.ca_file: /nonexistent/ca.pem: no such file"):
-        create("mqtts://h/x", load_config(None, {"mqtt.ca_file": "/nonexistent/ca.pem"}))
+        mqtt_spec("mqtts://h/x", load_config(None, {"mqtt.ca_file": "/nonexistent/ca.pem"}))
     (tmp_path / "mqtt_password").write_text("pw\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     with pytest.raises(ConfigError, match=r"an MQTT password is set but no user: use mqtt://USER@host"):
-        create("mqtt://127.0.0.1:1/x", load_config(None, {}))
+        mqtt_spec("mqtt://127.0.0.1:1/x", load_config(None, {}))
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(ConfigError, match=r"nope: MQTT password file not found"):
-        create("mqtt://u@127.0.0.1:1/x", load_config(None, {"mqtt.password_file": str(tmp_path / "nope")}))
+        mqtt_spec("mqtt://u@127.0.0.1:1/x", load_config(None, {"mqtt.password_file": str(tmp_path / "nope")}))
 
 
 def test_mqtt_section_is_strict(tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ def test_a_bad_ca_file_fails_cleanly_and_releases_the_spool(tmp_path: Path) -> N
     overrides = {"mqtt.ca_file": str(bad), "mqtt.queue_dir": str(tmp_path / "spool")}
     for _ in range(2):  # the second attempt would say "in use by another edgekit process" if the lock leaked
         with pytest.raises(ConfigError, match=r"mqtt.ca_file: .*ca.pem: not a PEM CA certificate"):
-            create("mqtts://127.0.0.1:1/x", load_config(None, overrides))
+            mqtt_spec("mqtts://127.0.0.1:1/x", load_config(None, overrides))
 
 
 def test_spool_deletes_acknowledged_messages_in_batches(tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edgekit.config import Config
 from edgekit.device import sources
 from edgekit.device.model import open_model
 from edgekit.device.pipeline import ChangeFilter, Pipeline, Settings
 from edgekit.device.sinks.stdout import StdoutSink
-from edgekit.device.sources.base import Frame
+from edgekit.device.sources.base import Frame, SourceBase
 from edgekit.errors import InputError, ModelError, SinkError
+from edgekit.plan import parse_source
 
 
 class ListSink:
@@ -44,11 +44,10 @@ class ListSink:
         self.closed = True
 
 
-class Frames:
+class Frames(SourceBase):
     """An in-memory source."""
 
     name = "memory"
-    dropped = 0
 
     def __init__(self, images: list[np.ndarray]) -> None:
         self.images = images
@@ -63,7 +62,7 @@ class Frames:
 
 def test_classify_the_real_video_every_frame(classifier_dir: Path, video: Path) -> None:
     model = open_model(classifier_dir, threads=1)
-    source = sources.create(str(video), Config())
+    source = sources.create(parse_source(str(video)))
     sink = ListSink()
     out = io.StringIO()
     pipeline = Pipeline(model, source, [sink, StdoutSink(out)], Settings(camera="porch", top_k=3, stats_interval=0))
@@ -120,7 +119,7 @@ def test_int8_input_model_gives_the_same_answers(
 def test_detect_boxes_are_in_source_pixels(ssd_model: Path, video: Path) -> None:
     model = open_model(ssd_model, threads=1)
     assert model.task == "detect"
-    source = sources.create(str(video), Config())
+    source = sources.create(parse_source(str(video)))
     sink = ListSink()
     settings = Settings(camera="c", threshold=0.3, top_k=0, frames=20, stats_interval=0)
     assert Pipeline(model, source, [sink], settings).run() == "frames"
@@ -173,7 +172,7 @@ def test_change_key() -> None:
 
 def test_stats_records(classifier_dir: Path, video: Path) -> None:
     model = open_model(classifier_dir, threads=1)
-    source = sources.create(str(video), Config())
+    source = sources.create(parse_source(str(video)))
     sink = ListSink()
     pipeline = Pipeline(model, source, [sink], Settings(camera="c", stats_interval=0.05, frames=120))
     pipeline.run()
@@ -247,7 +246,7 @@ def test_max_fps_paces_the_loop(classifier_dir: Path, photos: list[Path]) -> Non
 
 def test_stop_from_elsewhere_ends_the_loop(classifier_dir: Path, video: Path) -> None:
     model = open_model(classifier_dir, threads=1)
-    source = sources.create(str(video), Config(run=Config().run.__class__(realtime=True)))
+    source = sources.create(parse_source(str(video), realtime=True))
     sink = ListSink()
     pipeline = Pipeline(model, source, [sink], Settings(camera="c", stats_interval=0))
     import threading

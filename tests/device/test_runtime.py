@@ -100,10 +100,13 @@ def test_edgetpu_goes_through_the_edgetpu_module(monkeypatch: pytest.MonkeyPatch
 
     fake = types.ModuleType("edgekit.device.edgetpu")
     fake.load_edgetpu_delegate = load_edgetpu_delegate  # type: ignore[attr-defined]
+    fake.runtime_version = lambda: None  # type: ignore[attr-defined]  # no libedgetpu: the version is unknown
+    fake.parse_runtime_version = lambda text: None  # type: ignore[attr-defined]
+    fake.check_runtime = lambda path, installed: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "edgekit.device.edgetpu", fake)
     with pytest.raises(DeviceError, match="no Edge TPU found for edgetpu:usb:1"):
         runtime.make_interpreter(classifier_dir / "model.tflite", "usb:1")
-    assert asked == ["edgetpu:usb:1"]
+    assert [str(d) for d in asked] == ["edgetpu:usb:1"]  # the plan's DeviceSpec, parsed once
     # --fallback cpu: the same failure runs on the CPU instead.
     interpreter = runtime.make_interpreter(classifier_dir / "model.tflite", "edgetpu", fallback_cpu=True)
     interpreter.invoke()

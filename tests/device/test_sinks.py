@@ -12,18 +12,20 @@ from edgekit.config import Config
 from edgekit.device import sinks
 from edgekit.device.sinks.file import FileSink
 from edgekit.device.sinks.stdout import StdoutSink
-from edgekit.errors import SinkError
+from edgekit.errors import ConfigError, SinkError
+from edgekit.plan import FileSpec, MqttSpec, parse_sink
 
 RECORD = {"type": "result", "seq": 1, "classes": [{"id": 3, "label": "café", "score": 0.5}]}
 
 
 def test_registry_schemes() -> None:
-    assert sinks.scheme_of("stdout") == "stdout"
-    assert sinks.scheme_of("-") == "stdout"
-    assert sinks.scheme_of("file:/tmp/x.jsonl") == "file"
-    assert sinks.scheme_of("mqtts://broker:8883/edgekit") == "mqtts"
-    with pytest.raises(SinkError, match="unknown kind"):
-        sinks.scheme_of("kafka://x")
+    assert parse_sink("stdout", Config()).kind == "stdout"
+    assert parse_sink("-", Config()).kind == "stdout"
+    assert parse_sink("file:/tmp/x.jsonl", Config()) == FileSpec(Path("/tmp/x.jsonl"), 10 * 1024 * 1024, 5)
+    mqtts = parse_sink("mqtts://broker:8883/edgekit", Config())
+    assert isinstance(mqtts, MqttSpec) and mqtts.address.scheme == "mqtts" and mqtts.tls is not None
+    with pytest.raises(ConfigError, match="unknown kind"):
+        parse_sink("kafka://x", Config())
 
 
 def test_stdout_is_one_json_line_per_record() -> None:
@@ -65,7 +67,7 @@ def test_stdout_writes_bytes_under_a_text_stream_in_order() -> None:
 
 def test_file_sink_appends_and_rotates(tmp_path: Path) -> None:
     path = tmp_path / "out" / "results.jsonl"
-    sink = sinks.create(f"file:{path}?max_mb=0.001&keep=2", Config())
+    sink = sinks.create(parse_sink(f"file:{path}?max_mb=0.001&keep=2", Config()))
     for i in range(100):
         sink.publish_result({**RECORD, "seq": i})
     sink.close()
@@ -88,7 +90,7 @@ def test_file_sink_appends_to_an_existing_file(tmp_path: Path) -> None:
 
 
 def test_file_sink_bad_options(tmp_path: Path) -> None:
-    with pytest.raises(SinkError, match="unknown option 'size'"):
-        sinks.create(f"file:{tmp_path}/x?size=3", Config())
+    with pytest.raises(ConfigError, match="unknown option 'size'"):
+        parse_sink(f"file:{tmp_path}/x?size=3", Config())
     with pytest.raises(SinkError, match="cannot open for writing"):
-        sinks.create("file:/proc/edgekit/x.jsonl", Config())
+        sinks.create(parse_sink("file:/proc/edgekit/x.jsonl", Config()))

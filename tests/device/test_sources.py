@@ -13,32 +13,32 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from edgekit.config import Config, RunConfig
 from edgekit.device import sources
 from edgekit.device.sources.capture import LatestFrameCapture
 from edgekit.errors import MissingExtra, SourceError
+from edgekit.plan import parse_source
 
 
 def test_spec_dispatch(tmp_path: Path, video: Path, photos: list[Path]) -> None:
-    assert sources.kind_of("picamera2") == "picamera2"
-    assert sources.kind_of("picamera2:1") == "picamera2"
-    assert sources.kind_of("0") == "v4l2"
-    assert sources.kind_of("/dev/video3") == "v4l2"
-    assert sources.kind_of("rtsp://user:pw@cam.local/stream1") == "stream"
-    assert sources.kind_of(str(video)) == "video"
-    assert sources.kind_of(str(photos[0].parent)) == "folder"
-    assert sources.kind_of(str(photos[0])) == "folder"
+    assert parse_source("picamera2").kind == "picamera2"
+    assert parse_source("picamera2:1").kind == "picamera2"
+    assert parse_source("0").kind == "v4l2"
+    assert parse_source("/dev/video3").kind == "v4l2"
+    assert parse_source("rtsp://user:pw@cam.local/stream1").kind == "stream"
+    assert parse_source(str(video)).kind == "video"
+    assert parse_source(str(photos[0].parent)).kind == "folder"
+    assert parse_source(str(photos[0])).kind == "folder"
     with pytest.raises(SourceError, match=r"nope\.mp4: no such camera, file or folder"):
-        sources.kind_of(str(tmp_path / "nope.mp4"))
+        parse_source(str(tmp_path / "nope.mp4"))
 
 
 def test_missing_camera_fails_at_open() -> None:
     with pytest.raises(SourceError, match="no such camera"):
-        sources.create("/dev/video97", Config())
+        sources.create(parse_source("/dev/video97"))
 
 
 def test_video_file_in_order_and_complete(video: Path) -> None:
-    source = sources.create(str(video), Config())
+    source = sources.create(parse_source(str(video)))
     try:
         frames = list(source)
     finally:
@@ -55,11 +55,11 @@ def test_not_a_video_fails_at_startup(tmp_path: Path) -> None:
     junk = tmp_path / "clip.mp4"
     junk.write_bytes(b"not a video at all" * 100)
     with pytest.raises(SourceError, match="cannot decode this video"):
-        sources.create(str(junk), Config())
+        sources.create(parse_source(str(junk)))
 
 
 def test_realtime_video_drops_what_a_slow_consumer_misses(video: Path) -> None:
-    source = sources.create(str(video), Config(run=RunConfig(realtime=True)))
+    source = sources.create(parse_source(str(video), realtime=True))
     taken = []
     try:
         for frame in source:
@@ -74,7 +74,7 @@ def test_realtime_video_drops_what_a_slow_consumer_misses(video: Path) -> None:
 
 
 def test_image_folder_in_name_order(photos: list[Path]) -> None:
-    source = sources.create(str(photos[0].parent), Config())
+    source = sources.create(parse_source(str(photos[0].parent)))
     frames = list(source)
     assert len(frames) == len(photos)
     assert frames[0].image.shape[2] == 3
@@ -199,7 +199,7 @@ def fake_picamera2(monkeypatch: pytest.MonkeyPatch) -> type[FakePicamera2]:
 
 @pytest.mark.simulated
 def test_picamera2_asks_the_isp_for_the_models_aspect(fake_picamera2: type[FakePicamera2]) -> None:
-    source = sources.create("picamera2", Config(), size=(224, 224))
+    source = sources.create(parse_source("picamera2"), size=(224, 224))
     try:
         frame = next(iter(source))
     finally:
@@ -215,13 +215,13 @@ def test_picamera2_asks_the_isp_for_the_models_aspect(fake_picamera2: type[FakeP
 @pytest.mark.simulated
 def test_picamera2_missing_camera_number(fake_picamera2: type[FakePicamera2]) -> None:
     with pytest.raises(SourceError, match="no camera 1 \\(libcamera sees 1\\)"):
-        sources.create("picamera2:1", Config(), size=(96, 96))
+        sources.create(parse_source("picamera2:1"), size=(96, 96))
 
 
 def test_picamera2_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as on a machine without it
     with pytest.raises(MissingExtra, match=r"picamera2 .* is not installed; install it with: sudo apt install"):
-        sources.create("picamera2", Config())
+        sources.create(parse_source("picamera2"))
 
 
 def test_video_cut_short_ends_cleanly(tmp_path: Path, video: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -230,7 +230,7 @@ def test_video_cut_short_ends_cleanly(tmp_path: Path, video: Path, caplog: pytes
     cut = tmp_path / "cut.avi"
     data = video.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    source = sources.create(str(cut), Config())
+    source = sources.create(parse_source(str(cut)))
     try:
         frames = list(source)
     finally:
@@ -264,7 +264,7 @@ def http_video(video: Path) -> Iterator[tuple[str, Callable[[], None]]]:
 
 def test_stream_that_ends_is_reopened(http_video: tuple[str, Callable[[], None]]) -> None:
     url, _ = http_video
-    source = sources.create(url, Config())
+    source = sources.create(parse_source(url))
     seen = 0
     deadline = time.monotonic() + 30
     try:
@@ -287,7 +287,7 @@ def test_unreachable_stream_fails_at_startup() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(SourceError, match="cannot open"):
-        sources.create(f"http://127.0.0.1:{port}/cam.mjpg", Config())
+        sources.create(parse_source(f"http://127.0.0.1:{port}/cam.mjpg"))
 
 
 @pytest.mark.simulated
@@ -301,7 +301,7 @@ def test_picamera2_capture_failure_reopens_the_camera(fake_picamera2: type[FakeP
             return super().capture_array(name)
 
     sys.modules["picamera2"].Picamera2 = Failing  # type: ignore[attr-defined]
-    source = sources.create("picamera2", Config(), size=(96, 96))
+    source = sources.create(parse_source("picamera2"), size=(96, 96))
     try:
         frames = []
         for frame in source:
@@ -313,3 +313,17 @@ def test_picamera2_capture_failure_reopens_the_camera(fake_picamera2: type[FakeP
     first, second = fake_picamera2.instances[:2]
     assert first.closed and second.closed  # the failed camera was released before the new one was opened
     assert source._capture.reopens == 1  # type: ignore[attr-defined]
+
+
+def test_a_folder_of_ppm_pictures_is_a_source(photos: list[Path], tmp_path: Path) -> None:
+    """The one list of picture suffixes: what calibrates (.ppm/.pgm too) is what `edgekit run` reads."""
+    import cv2
+
+    for photo in photos[:2]:
+        cv2.imwrite(str(tmp_path / f"{photo.stem}.ppm"), cv2.imread(str(photo)))
+    spec = parse_source(str(tmp_path))
+    assert spec.kind == "folder" and spec.ordered and not spec.live
+    source = sources.create(spec)
+    frames = list(source)
+    source.close()
+    assert len(frames) == 2 and frames[0].image.shape == cv2.imread(str(photos[0])).shape

@@ -17,12 +17,13 @@ from click.testing import CliRunner
 from edgekit.cli import cli
 from edgekit.config import Config, RunConfig, load_config
 from edgekit.device import sources
-from edgekit.device.daemon import check_values, plan_streams
+from edgekit.device.daemon import plan_streams
 from edgekit.device.model import DeviceModel, open_model
 from edgekit.device.pipeline import Pipeline, Settings
 from edgekit.device.sources.base import Frame
 from edgekit.device.sources.opencv import VideoFile
 from edgekit.errors import ConfigError
+from edgekit.plan import build_plan, parse_source
 from tests.device.test_pipeline import Frames, ListSink
 
 
@@ -48,8 +49,8 @@ def test_parallel_streams_give_what_one_stream_gives_in_frame_order(
 ) -> None:
     one, many = ListSink(), ListSink()
     settings = Settings(camera="c", top_k=3, stats_interval=0)
-    assert _run(_models(classifier_dir, 1), sources.create(str(video), Config()), settings, [one]) == "end"
-    assert _run(_models(classifier_dir, streams), sources.create(str(video), Config()), settings, [many]) == "end"
+    assert _run(_models(classifier_dir, 1), sources.create(parse_source(str(video))), settings, [one]) == "end"
+    assert _run(_models(classifier_dir, streams), sources.create(parse_source(str(video))), settings, [many]) == "end"
     assert len(many.results) == 270
     assert [r["seq"] for r in many.results] == list(range(1, 271))
     assert [r["frame"] for r in many.results] == list(range(270))
@@ -60,8 +61,8 @@ def test_parallel_streams_give_what_one_stream_gives_in_frame_order(
 def test_detections_and_the_frame_limit_with_streams(ssd_model: Path, video: Path) -> None:
     one, many = ListSink(), ListSink()
     settings = Settings(camera="c", threshold=0.3, top_k=0, frames=20, stats_interval=0)
-    assert _run(_models(ssd_model, 1), sources.create(str(video), Config()), settings, [one]) == "frames"
-    assert _run(_models(ssd_model, 2), sources.create(str(video), Config()), settings, [many]) == "frames"
+    assert _run(_models(ssd_model, 1), sources.create(parse_source(str(video))), settings, [one]) == "frames"
+    assert _run(_models(ssd_model, 2), sources.create(parse_source(str(video))), settings, [many]) == "frames"
     assert len(many.results) == 20 and any(r["detections"] for r in many.results)
     assert _content(many.results) == _content(one.results)
 
@@ -161,7 +162,7 @@ def test_an_error_in_a_worker_reaches_the_loop(classifier_dir: Path, photos: lis
 def test_stop_from_elsewhere_ends_parallel_streams(classifier_dir: Path, video: Path) -> None:
     models = _models(classifier_dir, 2)
     sink = ListSink()
-    source = sources.create(str(video), Config())
+    source = sources.create(parse_source(str(video)))
     pipeline = Pipeline(models[0], source, [sink], Settings(camera="c", stats_interval=0), replicas=models[1:])
     original = sink.publish_result
 
@@ -196,29 +197,29 @@ def _config(**run: Any) -> Config:
 
 def test_automatic_streams_for_files_on_the_cpu(video: Path, photos: list[Path], tmp_path: Path) -> None:
     file = str(video)
-    assert plan_streams(_config(source=file, threads=2)) == (2, 1)
-    assert plan_streams(_config(source=file, threads=4)) == (2, 2)
-    assert plan_streams(_config(source=str(photos[0].parent), threads=2)) == (2, 1)  # a folder
+    assert plan_streams(build_plan(_config(source=file, threads=2))) == (2, 1)
+    assert plan_streams(build_plan(_config(source=file, threads=4))) == (2, 2)
+    assert plan_streams(build_plan(_config(source=str(photos[0].parent), threads=2))) == (2, 1)  # a folder
     # One stream where the newest frame matters, where pacing makes throughput moot, or with one core.
-    assert plan_streams(_config(source=file, threads=2, realtime=True)) == (1, 2)
-    assert plan_streams(_config(source=file, threads=2, max_fps=5)) == (1, 2)
-    assert plan_streams(_config(source=file, threads=1)) == (1, 1)
-    assert plan_streams(_config(source=file, threads=2, device="edgetpu")) == (1, 2)
-    assert plan_streams(_config(source="rtsp://camera/stream", threads=2)) == (1, 2)
+    assert plan_streams(build_plan(_config(source=file, threads=2, realtime=True))) == (1, 2)
+    assert plan_streams(build_plan(_config(source=file, threads=2, max_fps=5))) == (1, 2)
+    assert plan_streams(build_plan(_config(source=file, threads=1))) == (1, 1)
+    assert plan_streams(build_plan(_config(source=file, threads=2, device="edgetpu"))) == (1, 2)
+    assert plan_streams(build_plan(_config(source="rtsp://camera/stream", threads=2))) == (1, 2)
     # Explicit: as asked, the threads shared.
-    assert plan_streams(_config(source=file, threads=4, streams=1)) == (1, 4)
-    assert plan_streams(_config(source="rtsp://camera/stream", threads=4, streams=2)) == (2, 2)
+    assert plan_streams(build_plan(_config(source=file, threads=4, streams=1))) == (1, 4)
+    assert plan_streams(build_plan(_config(source="rtsp://camera/stream", threads=4, streams=2))) == (2, 2)
 
 
 def test_streams_that_cannot_work_are_config_errors(video: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"key 'run.streams': parallel streams run on the CPU"):
-        check_values(_config(source=str(video), device="edgetpu", streams=2), "edgekit.toml")
+        build_plan(_config(source=str(video), device="edgetpu", streams=2), "edgekit.toml")
     with pytest.raises(ConfigError, match=r"key 'run.streams': .*run.max_fps"):
-        check_values(_config(source=str(video), max_fps=5, streams=2), "edgekit.toml")
+        build_plan(_config(source=str(video), max_fps=5, streams=2), "edgekit.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[run]\nstreams = -1\n")
     with pytest.raises(ConfigError, match=r"key 'run.streams' must be 0 \(automatic\) or more"):
-        check_values(load_config(bad), str(bad))
+        build_plan(load_config(bad), str(bad))
 
 
 def test_edgekit_run_with_two_streams_prints_what_one_stream_prints(classifier_dir: Path, video: Path) -> None:

@@ -150,11 +150,16 @@ def test_mqtt_broker_reachability(tmp_path: Path) -> None:
             config_file = _write(
                 tmp_path,
                 "edgekit.toml",
-                f'[run]\nsinks = ["stdout", "mqtt://cam:secret@127.0.0.1:{up}/edgekit", "mqtt://127.0.0.1:{down}/x"]\n',
+                f'[run]\nsinks = ["stdout", "mqtt://cam@127.0.0.1:{up}/edgekit", "mqtt://127.0.0.1:{down}/x",'
+                f' "mqtt://cam:secret@127.0.0.1:{up}/y"]\n',
             )
             report = diagnose(_base(tmp_path / "root"), load_config(config_file), account=SERVICE)
     ok = _find(report, "network", f"MQTT 127.0.0.1:{up}")
     assert ok.status == "ok" and "secret" not in ok.detail
+    # A password in the URL: refused as `edgekit run` refuses it (the run plan's message), never echoed.
+    refused_url = _find(report, "network", "MQTT sink")
+    assert refused_url.status == "fail" and "a password in the URL" in refused_url.detail
+    assert "secret" not in refused_url.detail
     refused = _find(report, "network", f"MQTT 127.0.0.1:{down}")
     assert refused.status == "fail" and "cannot connect" in refused.detail
 

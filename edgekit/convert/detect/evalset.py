@@ -24,8 +24,7 @@ import numpy as np
 
 from edgekit.convert.detect.metrics import ImageBoxes
 from edgekit.errors import InputError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from edgekit.plan import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from edgekit.model.manifest import (
     SourceModel,
     write_atomic,
 )
+from edgekit.plan import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ DEFAULT_NUM_CALIB = 300
 MIN_CALIB = 10
 # Boxes leave TFLite_Detection_PostProcess as (ymin, xmin, ymax, xmax), normalised to the model input.
 BOX_FORMAT = "ymin,xmin,ymax,xmax normalized"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".h264")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgekit.errors import InputError
+from edgekit.plan import IMAGE_SUFFIXES
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 # Distinct hues so colour and shape agree; jittered per object so the detector cannot key on one exact value.
@@ -20,7 +21,6 @@ _SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
     "square": (40, 190, 60),
     "triangle": (50, 80, 230),
 }
-_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def load_photos(folder: str | Path) -> list[npt.NDArray[np.uint8]]:
 
     photos = []
     for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        if path.suffix.lower() in _PHOTO_SUFFIXES:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is not None:
                 photos.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))

@@ -7,11 +7,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
-from edgekit.config import Config
 from edgekit.device.sinks import jsonl
 from edgekit.errors import SinkError
+from edgekit.plan import FileSpec
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +82,6 @@ class FileSink:
             self._fh.close()
 
 
-def create(spec: str, config: Config) -> FileSink:
-    """``file:PATH`` with optional ``?max_mb=10&keep=5``."""
-    body = spec.split(":", 1)[1]
-    path, _, query = body.partition("?")
-    if not path:
-        raise SinkError(f"sink {spec!r}: give a path, e.g. file:/var/lib/edgekit/results.jsonl")
-    options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-    unknown = set(options) - {"max_mb", "keep"}
-    if unknown:
-        raise SinkError(f"sink {spec!r}: unknown option {sorted(unknown)[0]!r} (known: max_mb, keep)")
-    try:
-        max_mb = float(options.get("max_mb", "10"))
-        keep = int(options.get("keep", "5"))
-    except ValueError:
-        raise SinkError(f"sink {spec!r}: max_mb must be a number and keep an integer") from None
-    if max_mb < 0 or keep < 0:
-        raise SinkError(f"sink {spec!r}: max_mb and keep cannot be negative")
-    return FileSink(path, int(max_mb * 1024 * 1024), keep)
+def create(spec: FileSpec) -> FileSink:
+    """The sink a ``file:PATH[?max_mb=10&keep=5]`` spec of the run plan names."""
+    return FileSink(spec.path, spec.max_bytes, spec.keep)

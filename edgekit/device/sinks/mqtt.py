@@ -18,33 +18,28 @@ import json
 import logging
 import random
 import re
-import socket
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from edgekit import __version__
-from edgekit.config import Config, MqttConfig, read_secret
+from edgekit.config import MqttConfig
 from edgekit.device.sinks import jsonl
 from edgekit.device.sinks.mqtt_queue import MemoryQueue, Message, MessageQueue, SpoolQueue
-from edgekit.errors import ConfigError, MissingExtra, SinkError
+from edgekit.errors import MissingExtra, SinkError
+from edgekit.plan import MQTT_PASSWORD_CREDENTIAL, BrokerAddress, MqttSpec, topic_level
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
 logger = logging.getLogger(__name__)
 
-PASSWORD_CREDENTIAL = "mqtt_password"
 _FLAP_SECONDS = 10.0  # a connection closed sooner than this after CONNACK counts as a flap
 _FLAPS_TO_WARN = 3
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-USAGE = "mqtt://[user@]host[:port]/topic-prefix or mqtts://..."
 
 # CONNACK refusals that retrying cannot fix: the broker rejected who we are, not how busy it is. Others
 # ("Server unavailable", "Server busy", "Quota exceeded", ...) are retried with backoff.
@@ -57,122 +52,6 @@ _FATAL_CONNACK = {
     "Banned": "the broker banned this client; ask its administrator",
     "Bad authentication method": "the broker wants another authentication method",
 }
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the sink connects, parsed from its spec; holds no password."""
-
-    scheme: str
-    host: str
-    port: int
-    username: str
-    prefix: str
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "mqtts"
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-def parse_spec(spec: str, mqtt: MqttConfig, device_id: str) -> BrokerAddress:
-    """Parse `mqtt://[user@]host[:port]/topic-prefix` (or `mqtts://`).
-
-    Args:
-        spec: the sink spec from the command line or `run.sinks`.
-        mqtt: the `[mqtt]` section (username and topic prefix when the URL has none).
-        device_id: the device name used in the default prefix `edgekit/<device_id>`.
-
-    Returns:
-        The broker address, with the topic prefix resolved.
-
-    Raises:
-        ConfigError: the spec is malformed or carries a password.
-    """
-    parts = urlsplit(spec)
-    if parts.scheme not in DEFAULT_PORTS:
-        raise ConfigError(f"sink {spec!r}: not an MQTT URL ({USAGE})")
-    if parts.password is not None:
-        # Never echo the spec here: it holds the password.
-        raise ConfigError(
-            f"sink {parts.scheme}://{parts.username}:***@{parts.hostname}: a password in the URL would show in "
-            "`ps` and the journal; put it in $CREDENTIALS_DIRECTORY/mqtt_password (systemd LoadCredential=) "
-            "or in the file named by mqtt.password_file"
-        )
-    if not parts.hostname:
-        raise ConfigError(f"sink {spec!r}: no broker host ({USAGE})")
-    try:
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        raise ConfigError(f"sink {spec!r}: the port is not a number from 1 to 65535") from None
-    if "#" in spec or "+" in parts.path:
-        raise ConfigError(f"sink {spec!r}: the topic prefix must not contain the MQTT wildcards + or #")
-    if parts.query:
-        raise ConfigError(f"sink {spec!r}: options go in the [mqtt] section of the config, not in the URL")
-    prefix = unquote(parts.path).strip("/") or mqtt.topic_prefix.strip("/") or f"edgekit/{device_id}"
-    where = f"sink {spec!r}" if unquote(parts.path).strip("/") else "mqtt.topic_prefix"
-    if any(c in prefix for c in "+#\0") or prefix.startswith("$"):
-        raise ConfigError(f"{where}: topic prefix {prefix!r} must not contain + # or start with $")
-    username = unquote(parts.username) if parts.username else mqtt.username
-    return BrokerAddress(parts.scheme, parts.hostname, port, username, prefix)
-
-
-def topic_level(name: str) -> str:
-    """A name made safe as one topic level: no separators, wildcards or spaces."""
-    cleaned = re.sub(r"[/+#\s\0]+", "_", name.strip())
-    return cleaned or "default"
-
-
-def _validate(mqtt: MqttConfig, address: BrokerAddress) -> None:
-    checks: list[tuple[bool, str]] = [
-        (mqtt.qos in (0, 1, 2) and not isinstance(mqtt.qos, bool), f"mqtt.qos must be 0, 1 or 2, got {mqtt.qos!r}"),
-        (5 <= mqtt.keepalive <= 65535, f"mqtt.keepalive must be 5..65535 seconds, got {mqtt.keepalive}"),
-        (mqtt.connect_timeout > 0, f"mqtt.connect_timeout must be > 0, got {mqtt.connect_timeout}"),
-        (mqtt.reconnect_min > 0, f"mqtt.reconnect_min must be > 0, got {mqtt.reconnect_min}"),
-        (
-            mqtt.reconnect_max >= mqtt.reconnect_min,
-            f"mqtt.reconnect_max ({mqtt.reconnect_max}) must be >= mqtt.reconnect_min ({mqtt.reconnect_min})",
-        ),
-        (mqtt.queue_size >= 1, f"mqtt.queue_size must be >= 1, got {mqtt.queue_size}"),
-        (1 <= mqtt.max_inflight <= 65535, f"mqtt.max_inflight must be 1..65535, got {mqtt.max_inflight}"),
-        (mqtt.drain_timeout >= 0, f"mqtt.drain_timeout must be >= 0, got {mqtt.drain_timeout}"),
-        (not (mqtt.key_file and not mqtt.cert_file), "mqtt.key_file is set without mqtt.cert_file"),
-        (
-            not any(c in mqtt.discovery_prefix for c in "+#\0") and bool(mqtt.discovery_prefix.strip("/")),
-            f"mqtt.discovery_prefix {mqtt.discovery_prefix!r} must be a topic without + or #",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    for key in ("ca_file", "cert_file", "key_file"):
-        value = getattr(mqtt, key)
-        if not value:
-            continue
-        if not address.tls:
-            raise ConfigError(f"mqtt.{key} is set but the sink is {address.scheme}://; use mqtts:// for TLS")
-        if not Path(value).is_file():
-            raise ConfigError(f"mqtt.{key}: {value}: no such file")
-
-
-def _tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
-    try:
-        context = ssl.create_default_context(cafile=mqtt.ca_file or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"mqtt.ca_file: {mqtt.ca_file}: not a PEM CA certificate ({exc})") from None
-    if mqtt.cert_file:
-        try:
-            context.load_cert_chain(mqtt.cert_file, mqtt.key_file or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"mqtt.cert_file: {mqtt.cert_file}: cannot load the client certificate and key ({exc})"
-            ) from None
-    if mqtt.tls_insecure:
-        context.check_hostname = False
-    return context
 
 
 class _DebugOnly(logging.Filter):
@@ -190,28 +69,21 @@ def _paho_logger() -> logging.Logger:
     return paho_logger
 
 
-def create(spec: str, config: Config) -> MqttSink:
-    """Build an MQTT sink from its spec and the config, connect, and wait briefly for the broker's answer.
+def create(spec: MqttSpec) -> MqttSink:
+    """Build an MQTT sink from its plan spec, connect, and wait briefly for the broker's answer.
 
     Args:
-        spec: `mqtt://[user@]host[:port]/topic-prefix` or `mqtts://...`.
-        config: the whole configuration; the `[mqtt]` section holds the options, `run.camera` names the camera.
+        spec: the sink's address, ``[mqtt]`` options, password and TLS context (`edgekit.plan.mqtt_spec`).
 
     Returns:
         A started sink. If the broker is unreachable it is still returned: records queue until it answers.
 
     Raises:
-        ConfigError: a bad spec or option. SinkError: the broker refused us (credentials, ACL, TLS trust).
-        MissingExtra: paho-mqtt is not installed.
+        SinkError: the broker refused us (credentials, ACL, TLS trust). MissingExtra: paho-mqtt is not installed.
     """
-    mqtt = config.mqtt
-    device_id = topic_level(mqtt.device_id or socket.gethostname())
-    address = parse_spec(spec, mqtt, device_id)
-    _validate(mqtt, address)
-    password = read_secret(PASSWORD_CREDENTIAL, mqtt.password_file or None, what="MQTT password")
-    if password is not None and not address.username:
-        raise ConfigError(f"an MQTT password is set but no user: use {address.scheme}://USER@host or mqtt.username")
-    sink = MqttSink(address, mqtt, device_id=device_id, camera=config.run.camera, password=password)
+    sink = MqttSink(
+        spec.address, spec.options, device_id=spec.device_id, camera=spec.camera, password=spec.password, tls=spec.tls
+    )
     sink.start()
     return sink
 
@@ -227,8 +99,10 @@ class MqttSink:
         device_id: str,
         camera: str = "",
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.name = str(address)
+        self._tls = tls
         self.address = address
         self._cfg = mqtt
         self._device_id = device_id
@@ -393,7 +267,7 @@ class MqttSink:
         if self.address.username:
             client.username_pw_set(self.address.username, self._password)
         if self.address.tls:
-            client.tls_set_context(_tls_context(cfg))
+            client.tls_set_context(self._tls or ssl.create_default_context())
             if cfg.tls_insecure:
                 client.tls_insecure_set(True)
         if v5:
@@ -557,7 +431,7 @@ class MqttSink:
             if self.address.username:
                 who = f"user {self.address.username!r}"
                 if "password" in hint:
-                    hint += f" (in $CREDENTIALS_DIRECTORY/{PASSWORD_CREDENTIAL} or mqtt.password_file)"
+                    hint += f" (in $CREDENTIALS_DIRECTORY/{MQTT_PASSWORD_CREDENTIAL} or mqtt.password_file)"
             else:
                 who = "anonymous"
                 if name in ("Not authorized", "Bad user name or password"):

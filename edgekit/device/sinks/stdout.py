@@ -8,8 +8,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any, BinaryIO, TextIO
 
-from edgekit.config import Config
 from edgekit.device.sinks import jsonl
+from edgekit.plan import StdoutSpec
 
 
 class StdoutSink:
@@ -59,6 +59,6 @@ class StdoutSink:
             (self._binary or self._stream).flush()
 
 
-def create(spec: str, config: Config) -> StdoutSink:
+def create(spec: StdoutSpec) -> StdoutSink:
     """``stdout`` or ``-``."""
     return StdoutSink()

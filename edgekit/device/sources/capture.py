@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from edgekit.device.sources.base import Frame
+from edgekit.device.backoff import Backoff
+from edgekit.device.sources.base import Frame, SourceBase
 from edgekit.errors import SourceError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class _CaptureThread:
     _cond: threading.Condition
     _thread: threading.Thread
     dropped: int
+    reopens = 0  # the live capture counts them; a file is reread in place
 
     def interrupt(self) -> None:
         """Make a waiting iterator return soon; safe from a signal handler (sets a flag, takes no lock)."""
@@ -39,7 +41,7 @@ class _CaptureThread:
             self._thread.join(timeout=5.0)
 
 
-class CapturedSource:
+class CapturedSource(SourceBase):
     """A source whose frames come from a capture thread (`self._capture`): the delegation they all share."""
 
     name: str
@@ -51,7 +53,7 @@ class CapturedSource:
 
     @property
     def reopens(self) -> int:
-        return getattr(self._capture, "reopens", 0)
+        return self._capture.reopens
 
     def __iter__(self) -> Iterator[Frame]:
         return iter(self._capture)
@@ -65,20 +67,6 @@ class CapturedSource:
 
 class EndOfStream(Exception):
     """Raised by a reader when a live source ended unexpectedly (to be reopened)."""
-
-
-class Backoff:
-    """Exponential reconnect delays: 0.5 s, 1 s, 2 s, ... capped, reset after a success."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
 
 
 class LatestFrameCapture(_CaptureThread):

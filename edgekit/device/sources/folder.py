@@ -10,28 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.config import Config
-from edgekit.device.sources.base import Frame
+from edgekit.device.sources.base import Frame, SourceBase
 from edgekit.errors import SourceError
+from edgekit.plan import IMAGE_SUFFIXES, SourceSpec
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
-
-class ImageFolder:
+class ImageFolder(SourceBase):
     """Every image in a folder, in name order; unreadable files are skipped and counted in ``dropped``."""
 
     def __init__(self, path: str) -> None:
         import cv2
 
         self.name = path
-        self.dropped = 0
+        self._dropped = 0
         self._cv2 = cv2
         root = Path(path)
-        files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in SUFFIXES)
+        files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise SourceError(f"{path}: no images here ({', '.join(sorted(SUFFIXES))})")
+            raise SourceError(f"{path}: no images here ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.files = files
         self._closed = False
         self.ordered = True
@@ -46,9 +44,13 @@ class ImageFolder:
             image = self._cv2.imread(str(file), self._cv2.IMREAD_COLOR)
             if image is None:
                 logger.warning("%s: not a readable image; skipped", file)
-                self.dropped += 1
+                self._dropped += 1
                 continue
             yield Frame(np.asarray(image), index, time.time(), time.monotonic(), "BGR")
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
 
     def interrupt(self) -> None:
         self._closed = True
@@ -57,6 +59,6 @@ class ImageFolder:
         self._closed = True
 
 
-def create(spec: str, config: Config, **hints: Any) -> ImageFolder:
+def create(spec: SourceSpec, **hints: Any) -> ImageFolder:
     """A folder of images, or a single image file."""
-    return ImageFolder(spec)
+    return ImageFolder(spec.target)

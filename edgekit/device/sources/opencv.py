@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.config import Config
 from edgekit.device.sources.base import Frame
 from edgekit.device.sources.capture import CapturedSource, LatestFrameCapture, OrderedCapture, ReadFn
 from edgekit.errors import MissingExtra, SourceError
+from edgekit.plan import SourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +63,24 @@ class LiveSource(CapturedSource):
             self._cap = None
 
 
-def create_device(spec: str, config: Config, **hints: Any) -> LiveSource:
-    """A V4L2 camera: ``/dev/videoN`` or ``N``."""
+def create_device(spec: SourceSpec, **hints: Any) -> LiveSource:
+    """A V4L2 camera: ``/dev/videoN`` or ``N`` (or another device node, opened by its path)."""
     cv2 = _cv2()
-    index = int(spec[len("/dev/video") :]) if spec.startswith("/dev/video") else int(spec)
-    if not os.path.exists(f"/dev/video{index}"):
-        raise SourceError(f"{spec}: no such camera (/dev/video{index} does not exist); see `v4l2-ctl --list-devices`")
-    return LiveSource(spec, index, cv2.CAP_V4L2)
+    if spec.index is None:
+        return LiveSource(spec.target, spec.target, cv2.CAP_V4L2)
+    if not os.path.exists(f"/dev/video{spec.index}"):
+        raise SourceError(
+            f"{spec.target}: no such camera (/dev/video{spec.index} does not exist); see `v4l2-ctl --list-devices`"
+        )
+    return LiveSource(spec.target, spec.index, cv2.CAP_V4L2)
 
 
-def create_stream(spec: str, config: Config, **hints: Any) -> LiveSource:
+def create_stream(spec: SourceSpec, **hints: Any) -> LiveSource:
     """A network stream (RTSP/HTTP) decoded by OpenCV's FFmpeg backend."""
     cv2 = _cv2()
     # TCP for RTSP: UDP loses packets on Wi-Fi and smears frames; the timeouts make a dead camera a read error.
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|stimeout;5000000|timeout;5000000")
-    return LiveSource(_redact(spec), spec, cv2.CAP_FFMPEG)
+    return LiveSource(_redact(spec.target), spec.target, cv2.CAP_FFMPEG)
 
 
 def _redact(url: str) -> str:
@@ -169,6 +172,6 @@ class VideoFile(CapturedSource):
         self._cap.release()
 
 
-def create_video(spec: str, config: Config, **hints: Any) -> VideoFile:
+def create_video(spec: SourceSpec, **hints: Any) -> VideoFile:
     """A video file (``run.realtime`` paces it at its own frame rate)."""
-    return VideoFile(spec, realtime=config.run.realtime)
+    return VideoFile(spec.target, realtime=spec.realtime)

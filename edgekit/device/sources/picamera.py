@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.config import Config
 from edgekit.device.sources.capture import CapturedSource, LatestFrameCapture, ReadFn
 from edgekit.errors import MissingExtra, SourceError
+from edgekit.plan import SourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,6 @@ class PiCamera(CapturedSource):
                 self._camera = None
 
 
-def create(spec: str, config: Config, size: tuple[int, int] | None = None, **hints: Any) -> PiCamera:
+def create(spec: SourceSpec, size: tuple[int, int] | None = None, **hints: Any) -> PiCamera:
     """``picamera2`` or ``picamera2:N``; ``size`` is the model's (height, width)."""
-    number = int(spec.split(":", 1)[1]) if ":" in spec else 0
-    return PiCamera(spec, number, size)
+    return PiCamera(spec.target, spec.index or 0, size)
