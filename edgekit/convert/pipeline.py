@@ -215,7 +215,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
             )
     else:
         fit_count = len(quantize.selection_split(len(calib), calib.origins)[0])
-        with progress("calibrating (two activation passes)", 2 * fit_count) as tick:
+        with progress("calibrating", fit_count) as tick:
             search = quantize.search_recipe(
                 loaded.model, pre.mean, pre.std, calib.images, options.io, tick, origins=calib.origins
             )

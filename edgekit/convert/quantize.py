@@ -1,4 +1,4 @@
-"""Full-int8 quantization: the textbook recipe (baseline) and edgekit's, which refines activation ranges."""
+"""Full-int8 quantization: the textbook recipe (baseline) and edgekit's per-model choice of steps on top of it."""
 
 from __future__ import annotations
 
@@ -135,38 +135,13 @@ def _is_constant(model: Any, tensor: Any) -> bool:
     return buf is not None and buf.data is not None and len(buf.data) > 0
 
 
-def set_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
-    """Replace calibrated min/max of the given tensors."""
-    model = _read(calibrated)
+def set_ranges(model: Any, ranges: dict[int, tuple[float, float]]) -> None:
+    """Replace the calibrated min/max of the given tensors of ``model`` (a flatbuffer object) in place."""
     sub = model.subgraphs[0]
     for i, (a, b) in ranges.items():
         q = sub.tensors[i].quantization
         q.min = np.array([a], dtype=np.float32)
         q.max = np.array([b], dtype=np.float32)
-    return _write(model)
-
-
-def _clone(model: Any) -> Any | None:
-    import keras
-
-    try:
-        copy = keras.models.clone_model(model)
-    except Exception:  # e.g. a wrapped SavedModel: no layers to rewrite, so no equalization either
-        logger.info("model cannot be cloned; skipping equalization and bias correction", exc_info=True)
-        return None
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _normalised(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    return ((images.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
-
-
-def _fix_input_range(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
-    # 0..255 on uint8 is scale 1, zero point 0: the camera's pixels go in bit-exact.
-    for i in _read(calibrated).subgraphs[0].inputs:
-        ranges[int(i)] = (0.0, 255.0)
-    return ranges
 
 
 def _stats_tensors(model: Any) -> list[int]:
@@ -192,16 +167,36 @@ class TensorStats:
     size: int  # values seen over all images
     nonzero: int  # of which non-zero (zeros are exact in int8, they add no rounding noise)
     per_image: int
+    channel_min: np.ndarray | None = None  # per channel (last axis), for the tensors equalization/bias need
+    channel_max: np.ndarray | None = None
+    channel_mean: np.ndarray | None = None
+
+    def scaled(self, s: np.ndarray) -> TensorStats:
+        """The statistics of this tensor with channel c multiplied by ``s_c`` (s > 0): exact extremes and means.
+
+        The stored tails are per tensor, so they cannot be rescaled per channel: the result keeps only the
+        tensor's new min and max (a range choice on it falls back to min/max).
+        """
+        assert self.channel_min is not None and self.channel_max is not None and self.channel_mean is not None
+        lo, hi = self.channel_min * s, self.channel_max * s
+        return TensorStats(
+            np.array([lo.min()]), np.array([hi.max()]), self.size, self.nonzero, self.per_image, lo, hi,
+            self.channel_mean * s,
+        )  # fmt: skip
 
 
 def activation_stats(
-    calibrated: bytes, images: np.ndarray, max_tail: float = max(CLIP_TAILS), progress: Progress | None = None
+    calibrated: bytes,
+    images: np.ndarray,
+    max_tail: float = max(CLIP_TAILS),
+    progress: Progress | None = None,
+    channels: frozenset[int] = frozenset(),
 ) -> dict[int, TensorStats]:
     """One interpreter pass over ``images`` keeping, per activation, its exact extreme values and counts.
 
     Each image contributes its ``4 * max_tail`` most negative and most positive values per tensor (an O(n)
     partition, no sampling), so any quantile up to ``max_tail`` over all images is exact unless a single image
-    holds more than four times its share of the extremes. Every range candidate is then scored from these
+    holds more than four times its share of the extremes. Every candidate recipe is then built from these
     statistics alone, without another pass.
 
     Args:
@@ -209,6 +204,7 @@ def activation_stats(
         images: (N, H, W, 3) uint8 inputs in the model's input units.
         max_tail: the largest fraction of values any candidate range will clip at each end.
         progress: called once per image.
+        channels: tensors whose per-channel (last axis) min, max and mean are also kept.
 
     Returns:
         tensor index -> statistics.
@@ -219,21 +215,36 @@ def activation_stats(
     highs: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
     sizes = dict.fromkeys(wanted, 0)
     nonzero = dict.fromkeys(wanted, 0)
+    cmin: dict[int, np.ndarray] = {}
+    cmax: dict[int, np.ndarray] = {}
+    csum: dict[int, np.ndarray] = {}
     inp = interp.get_input_details()[0]
     for image in images:
         interp.set_tensor(inp["index"], image[None].astype(np.float32))
         interp.invoke()
         for i in wanted:
             try:
-                v = interp.get_tensor(i).reshape(-1)
+                t = interp.get_tensor(i)
             except ValueError:  # freed by the interpreter (not an activation after all)
                 continue
+            v = t.reshape(-1)
             k = min(v.size - 1, max(1, int(np.ceil(4 * max_tail * v.size))))
-            part = np.partition(v, (k, v.size - 1 - k))
-            lows[i].append(part[:k].copy())
-            highs[i].append(part[v.size - k :].copy())
+            low = v.min()
+            if low >= 0:  # after a ReLU: no negative tail to keep (a range never goes above 0 at the bottom)
+                lows[i].append(np.array([low]))
+                highs[i].append(np.partition(v, v.size - 1 - k)[v.size - k :].copy())
+            else:
+                part = np.partition(v, (k, v.size - 1 - k))
+                lows[i].append(part[:k].copy())
+                highs[i].append(part[v.size - k :].copy())
             sizes[i] += v.size
             nonzero[i] += int(np.count_nonzero(v))
+            if i in channels:
+                per = t.reshape(-1, t.shape[-1])
+                lo, hi, total = per.min(axis=0), per.max(axis=0), per.mean(axis=0, dtype=np.float64)
+                cmin[i] = np.minimum(cmin[i], lo) if i in cmin else lo
+                cmax[i] = np.maximum(cmax[i], hi) if i in cmax else hi
+                csum[i] = csum[i] + total if i in csum else total
         if progress is not None:
             progress(1)
     return {
@@ -243,6 +254,9 @@ def activation_stats(
             sizes[i],
             nonzero[i],
             sizes[i] // len(images),
+            cmin.get(i),
+            cmax.get(i),
+            csum[i] / len(images) if i in csum else None,
         )
         for i in wanted
         if sizes[i]
@@ -289,24 +303,6 @@ def minmax_ranges(stats: dict[int, TensorStats]) -> dict[int, tuple[float, float
     return chosen_ranges(stats, (0.0,))
 
 
-def activation_tails(
-    calibrated: bytes, images: np.ndarray, tail: float = 2e-4, progress: Progress | None = None
-) -> dict[int, tuple[float, float]]:
-    """Fixed-percentile ranges of every annotated activation (feature maps clipped at ``tail``, vectors min/max).
-
-    Args:
-        calibrated: a calibrate-only model (float, with min/max annotations).
-        images: (N, H, W, 3) uint8 inputs in the model's input units.
-        tail: fraction of values clipped at each end of feature maps.
-        progress: called once per image.
-
-    Returns:
-        tensor index -> (low, high), with low <= 0 <= high.
-    """
-    stats = activation_stats(calibrated, images, tail, progress)
-    return {i: _clip_at(s, tail if s.per_image > VECTOR_SIZE else 0.0) for i, s in stats.items()}
-
-
 def selection_split(
     count: int, origins: Sequence[str] | None = None, fraction: float = SELECT_FRACTION
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -342,44 +338,50 @@ class Candidate:
     def key(self) -> tuple[int, float]:
         return (self.agree + self.confident_agree, -self.mean_abs_dp)
 
+    def beats(self, other: Candidate) -> bool:
+        """At least as many agreements as ``other`` overall and where the float model is confident, and better."""
+        return self.agree >= other.agree and self.confident_agree >= other.confident_agree and self.key() > other.key()
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One step tried on top of the recipe kept so far."""
+
+    step: str
+    tried: Candidate
+    base: Candidate
+    kept: bool
+
 
 @dataclass(frozen=True)
 class Search:
-    """The per-model recipe choice: every candidate's score on the selection split, and the one kept."""
+    """The per-model recipe choice: the textbook candidate, each step's trial, and the recipe kept."""
 
     chosen: Candidate
-    candidates: tuple[Candidate, ...]
+    textbook: Candidate
+    trials: tuple[Trial, ...]
     fit_images: int
     select_images: int
 
-    def candidate(self, steps: frozenset[str]) -> Candidate | None:
-        return next((c for c in self.candidates if frozenset(c.steps) == steps and c.name != "textbook"), None)
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return (self.textbook, *(t.tried for t in self.trials))
 
     def gains(self) -> dict[str, str]:
-        """Per step of STEPS: kept or dropped, and the held-out agreement it gained over the same recipe without it."""
-        textbook = self.candidates[0]
+        """Per step tried: kept or dropped, and what it changed on the held-out split over the recipe before it."""
         out = {}
-        kept = frozenset(self.chosen.steps)
-        for step, label in STEP_NAMES.items():
-            if step == "bias":
-                continue  # decided together with equalization (one set of corrected weights)
-            if step == "equalize":
-                label = "cross-layer equalization + bias correction"
-            with_it = self.candidate(kept | {step} | ({"bias"} if step == "equalize" else set()))
-            without = self.candidate(kept - {step, "bias"} if step == "equalize" else kept - {step}) or textbook
-            if with_it is None:
-                continue
-            verdict = "kept" if step in kept else "dropped"
-            out[f"step: {label}"] = (
-                f"{verdict}: {_signed(with_it.agree - without.agree)} top-1 "
-                f"({_signed(with_it.confident_agree - without.confident_agree)} confident) of {self.select_images}"
+        for t in self.trials:
+            out[f"step: {STEP_NAMES[t.step]}"] = (
+                f"{'kept' if t.kept else 'dropped'}: {_signed(t.tried.agree - t.base.agree)} top-1, "
+                f"{_signed(t.tried.confident_agree - t.base.confident_agree)} confident "
+                f"of {self.select_images} (over {t.base.name})"
             )
         return out
 
     def steps_text(self) -> list[str]:
         """The recipe as the report lists it."""
         c, n = self.chosen, self.select_images
-        if c.name == "textbook":
+        if c is self.textbook:
             return [f"textbook min/max calibration (no step beat it on {n} held-out calibration images)"]
         names = [STEP_NAMES[s] for s in STEP_NAMES if s in c.steps]
         if "percentile" not in c.steps:
@@ -428,6 +430,9 @@ def _predict(model: Any, images: np.ndarray, batch: int = 16) -> np.ndarray:
     return np.concatenate(outs).reshape(len(images), -1)
 
 
+ORDER = ("percentile", "equalize", "bias")  # each step is tried on top of the ones kept before it
+
+
 def search_recipe(
     model: Any,
     mean: tuple[float, ...],
@@ -440,29 +445,32 @@ def search_recipe(
 ) -> Search:
     """Choose this model's recipe on a held-out part of its calibration images; the textbook recipe always competes.
 
-    The images are split (by origin) into a fit part and a selection part. Candidates, all fitted on the fit
-    part: the textbook recipe; the range choice (per tensor, the clip with the least quantization MSE,
-    ``chosen_ranges``) on the original weights; equalized + bias-corrected weights with min/max ranges and with
-    the range choice. One activation pass per set of weights serves both range options. Each candidate runs on
-    the selection part against the float model; a candidate replaces the textbook recipe only if it agrees with
-    the float model on at least as many images, overall and where the float model is confident, and scores
-    higher on (agreements + confident agreements, then lower mean |dp|).
+    The images are split (by origin) into a fit part and a selection part. One converter call and one
+    interpreter pass over the fit part collect every activation's statistics; every candidate is then built
+    from them by editing the calibrated graph (ranges, equalized weights, corrected biases) and quantizing it,
+    with no further calibration. The first candidate is the textbook recipe (min/max of the fit part, which is
+    what the plain converter computes). Then, in ``ORDER``, each step of ``steps`` is tried on top of the recipe
+    kept so far and kept only if, on the selection part, it agrees with the float model on at least as many
+    images overall and where the float model is confident, and scores higher (agreements + confident
+    agreements, then lower mean |dp|). So the chosen recipe is never worse than the textbook one on that split.
 
     Args:
-        model: float Keras classifier taking normalised input (not modified: steps work on a clone).
+        model: float Keras classifier taking normalised input (not modified).
         mean: per-channel mean, pixel units.
         std: per-channel std, pixel units.
         images: (N, H, W, 3) uint8 calibration images.
         io: integer type of the model's input and output.
-        progress: called once per fit image in each activation pass.
+        progress: called once per fit image in the activation pass.
         steps: which of ``STEPS`` may be tried.
         origins: source of each image (augmented crops share their photo's), to split by picture.
 
     Returns:
         The search; ``search.chosen.model`` is the int8 model.
     """
-    from edgekit.convert.biascorr import correct_biases
-    from edgekit.convert.equalize import equalize
+    import copy
+
+    from edgekit.convert.biascorr import correct_biases, weight_ops
+    from edgekit.convert.equalize import equalize, find_pairs
 
     fit_idx, select_idx = selection_split(len(images), origins)
     if not len(select_idx):  # a single source picture: hold out images, not pictures
@@ -470,39 +478,43 @@ def search_recipe(
     fit, select = images[fit_idx], images[select_idx]
     baked = bake_preprocess(model, mean, std)
     reference = _predict(baked, select)
-    candidates = [_score("textbook", (), textbook_int8(baked, fit, io), select, reference)]
+    # The converter's own min/max are replaced below, so a few images are enough for its calibration pass.
+    calibrated = calibrate_only(baked, fit[:: max(1, len(fit) // 8)])
+    graph = _read(calibrated)
+    sub = graph.subgraphs[0]
+    channels = {t for p in find_pairs(graph) for t in p.tensors} if "equalize" in steps else set()
+    if "bias" in steps:
+        channels |= {int(sub.operators[k].inputs[0]) for k in weight_ops(graph)}
+    stats = activation_stats(calibrated, fit, progress=progress, channels=frozenset(channels))
+    maxima = {i: s.channel_max for i, s in stats.items() if s.channel_max is not None}
+    inputs = [int(i) for i in sub.inputs]
 
-    def ranged(work: Any, prefix: tuple[str, ...], minmax: bool) -> None:
-        pixel = bake_preprocess(work, mean, std)
-        # The ranges are replaced below, so a few images are enough for the converter's own calibration pass.
-        calibrated = calibrate_only(pixel, fit[:: max(1, len(fit) // 8)])
-        stats = activation_stats(calibrated, fit, progress=progress)
-        options = ([(prefix, minmax_ranges(stats))] if minmax else []) + (
-            [((*prefix, "percentile"), chosen_ranges(stats))] if "percentile" in steps else []
-        )
-        for names, ranges in options:
-            q = quantize_calibrated(set_ranges(calibrated, _fix_input_range(calibrated, ranges)), io)
-            label = " + ".join(STEP_NAMES[s] for s in names) or "min/max, exact input"
-            candidates.append(_score(label, names, q, select, reference))
+    def build(kept: tuple[str, ...]) -> Candidate:
+        work, current = copy.deepcopy(graph), stats
+        if "equalize" in kept:
+            applied = equalize(work, maxima)
+            current = {i: s.scaled(applied[i]) if i in applied else s for i, s in stats.items()}
+        if "bias" in kept:
+            correct_biases(work, {i: s.channel_mean for i, s in current.items() if s.channel_mean is not None})
+        ranges = chosen_ranges(current) if "percentile" in kept else minmax_ranges(current)
+        for i in inputs:
+            # textbook: the pixels' min/max as the converter sees them; else exact 0..255 (uint8 in at scale 1)
+            ranges[i] = (0.0, 255.0) if kept else (float(fit.min()), float(fit.max()))
+        set_ranges(work, ranges)
+        name = " + ".join(STEP_NAMES[s] for s in kept) or "textbook"
+        return _score(name, kept, quantize_calibrated(_write(work), io), select, reference)
 
-    if "percentile" in steps:
-        ranged(model, (), minmax=False)
-    work = _clone(model) if steps & {"equalize", "bias"} else None
-    if work is not None:
-        # Weight-side statistics need far fewer images than activation ranges: means and maxima settle quickly.
-        stat_images = _normalised(fit[:: max(1, len(fit) // 64)], mean, std)
-        done: tuple[str, ...] = ()
-        if "equalize" in steps and equalize(work, stat_images):
-            done += ("equalize",)
-        if "bias" in steps and correct_biases(work, stat_images):
-            done += ("bias",)
-        if done:
-            ranged(work, done, minmax=True)
-    textbook = candidates[0]
-    eligible = [c for c in candidates if c.agree >= textbook.agree and c.confident_agree >= textbook.confident_agree]
-    chosen = max(eligible, key=Candidate.key)  # max keeps the first of equals: the textbook recipe wins ties
-    logger.info("recipe chosen on %d held-out calibration images: %s", len(select), chosen.name)
-    return Search(chosen, tuple(candidates), len(fit), len(select))
+    textbook = best = build(())
+    trials = []
+    for step in ORDER:
+        if step not in steps or (step == "equalize" and not maxima):
+            continue
+        tried = build((*best.steps, step))
+        keep = tried.beats(best)
+        trials.append(Trial(step, tried, best, keep))
+        best = tried if keep else best
+    logger.info("recipe chosen on %d held-out calibration images: %s", len(select), best.name)
+    return Search(best, textbook, tuple(trials), len(fit), len(select))
 
 
 def quantize_classifier(
@@ -518,20 +530,21 @@ def quantize_classifier(
 ) -> tuple[bytes, list[str]]:
     """Full-int8 TFLite of a float classifier, with its preprocessing baked in.
 
-    The ``edgekit`` recipe is chosen per model by ``search_recipe`` among the textbook recipe and combinations
-    of: cross-layer equalization with bias correction of the int8 weight rounding; a per-tensor range choice
-    (least quantization MSE over candidate clips); the input range pinned to 0..255 (uint8 pixels enter at
-    scale 1, zero point 0). A step is kept only when it helps this model on held-out calibration images.
+    The ``edgekit`` recipe is chosen per model by ``search_recipe``: starting from the textbook recipe, a
+    per-tensor range choice (least quantization MSE over candidate clips), cross-layer equalization and bias
+    correction of the int8 weight rounding are each kept only when they help this model on held-out
+    calibration images; every non-textbook recipe pins the input range to 0..255 (uint8 pixels enter at scale
+    1, zero point 0).
 
     Args:
-        model: float Keras classifier taking normalised input (it is not modified: steps work on a clone).
+        model: float Keras classifier taking normalised input (not modified).
         mean: per-channel mean, pixel units.
         std: per-channel std, pixel units.
         images: (N, H, W, 3) uint8 calibration images.
         io: integer type of the model's input and output.
         recipe: ``edgekit`` or ``textbook`` (plain TFLiteConverter, the baseline).
-        progress: called once per calibration image processed in an activation pass.
-        steps: which of ``STEPS`` may be tried (all by default; the benchmark switches them one by one).
+        progress: called once per calibration image processed in the activation pass.
+        steps: which of ``STEPS`` may be tried (all by default).
         origins: source of each image, so that the held-out selection split never shares a picture with the fit.
 
     Returns:

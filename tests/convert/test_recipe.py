@@ -1,5 +1,5 @@
 """The quantization steps on a small real Keras MobileNetV2: equalization keeps the float function, bias
-correction cancels the int8 weight-rounding shift, and the report's fidelity numbers are computed right."""
+correction follows the quantizer's own rounding, and the report's fidelity numbers are computed right."""
 
 from __future__ import annotations
 
@@ -28,39 +28,94 @@ def _inputs(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, 64, 64, 3)).astype(np.float32)
 
 
-def test_equalization_keeps_the_float_function_and_evens_out_channels(mobilenet: object) -> None:
-    import keras
+@pytest.fixture(scope="module")
+def calibrated(mobilenet: object) -> tuple[bytes, np.ndarray]:
+    """The small model baked to pixels, calibrate-only, and real-valued pixel inputs to run it on."""
+    from edgekit.convert.quantize import bake_preprocess, calibrate_only
 
-    from edgekit.convert.equalize import channel_maxima, equalize, find_pairs
+    pixels = np.random.default_rng(1).uniform(0, 255, (16, 64, 64, 3)).astype(np.uint8)
+    return calibrate_only(bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3), pixels[:4]), pixels
 
-    model = keras.models.clone_model(mobilenet)
-    model.set_weights(mobilenet.get_weights())  # type: ignore[attr-defined]
-    x = _inputs(16, 1)
-    before = np.asarray(model(x))
-    pairs = find_pairs(model)
+
+def _float_outputs(model: bytes, pixels: np.ndarray) -> np.ndarray:
+    from edgekit.convert.tfl import Runner
+
+    return Runner(model)(pixels)
+
+
+def test_equalization_keeps_the_float_function_and_evens_out_channels(calibrated: tuple[bytes, np.ndarray]) -> None:
+    import copy
+
+    from edgekit.convert.equalize import equalize, find_pairs
+    from edgekit.convert.quantize import _read, _write, activation_stats
+
+    model, pixels = calibrated
+    graph = _read(model)
+    pairs = find_pairs(graph)
     assert len(pairs) >= 30  # expand->dw and dw->project in every block
-    spread_before = [float(m.max() / max(m[m > 0].min(), 1e-9)) for m in channel_maxima(model, pairs, x)]
-    assert equalize(model, x)
-    spread_after = [float(m.max() / max(m[m > 0].min(), 1e-9)) for m in channel_maxima(model, pairs, x)]
-    assert np.median(spread_after) < np.median(spread_before)
-    assert np.abs(np.asarray(model(x)) - before).max() < 1e-4
-    assert np.abs(np.asarray(model(_inputs(8, 2))) - np.asarray(mobilenet(_inputs(8, 2)))).max() < 1e-4  # type: ignore[operator]
+    tensors = frozenset(t for p in pairs for t in p.tensors)
+    stats = activation_stats(model, pixels, channels=tensors)
+    maxima = {i: s.channel_max for i, s in stats.items() if s.channel_max is not None}
+    work = copy.deepcopy(graph)
+    applied = equalize(work, maxima)
+    assert len(applied) >= 30
+    equalized = _write(work)
+    after = activation_stats(equalized, pixels, channels=tensors)
+
+    def spread(m: np.ndarray) -> float:
+        return float(m.max() / max(m[m > 0].min(), 1e-9))
+
+    first = [p.tensors[0] for p in pairs if p.tensors[0] in applied]
+    assert np.median([spread(after[t].channel_max) for t in first]) < np.median(  # type: ignore[arg-type]
+        [spread(stats[t].channel_max) for t in first]  # type: ignore[arg-type]
+    )
+    for t in first:  # the predicted statistics of an equalized tensor are the measured ones
+        np.testing.assert_allclose(stats[t].scaled(applied[t]).channel_max, after[t].channel_max, rtol=1e-4, atol=1e-5)  # type: ignore[arg-type]
+    np.testing.assert_allclose(_float_outputs(equalized, pixels), _float_outputs(model, pixels), atol=1e-4)
 
 
-def test_bias_correction_moves_only_biases(mobilenet: object) -> None:
-    import keras
+def test_bias_correction_uses_the_quantizers_own_rounding_and_moves_only_biases(
+    calibrated: tuple[bytes, np.ndarray],
+) -> None:
+    import copy
 
-    from edgekit.convert.biascorr import correct_biases
+    from edgekit.convert.biascorr import correct_biases, int8_error, weight_ops
+    from edgekit.convert.equalize import DEPTHWISE_CONV_2D, opcode, weights
+    from edgekit.convert.quantize import _read, activation_stats, quantize_calibrated
 
-    model = keras.models.clone_model(mobilenet)
-    model.set_weights(mobilenet.get_weights())  # type: ignore[attr-defined]
-    kernels = [w.copy() for layer in model.layers for w in layer.get_weights()[:1] if w.ndim == 4]
-    assert correct_biases(model, _inputs(8, 3)) >= 50
-    after = [w for layer in model.layers for w in layer.get_weights()[:1] if w.ndim == 4]
-    assert all(np.array_equal(a, b) for a, b in zip(kernels, after, strict=True))
-    # the float model moved by the expected rounding shift only: small, but not zero
-    diff = np.abs(np.asarray(model(_inputs(4, 4))) - np.asarray(mobilenet(_inputs(4, 4)))).max()  # type: ignore[operator]
-    assert 0 < diff < 0.05
+    model, pixels = calibrated
+    graph = _read(model)
+    ops = weight_ops(graph)
+    assert len(ops) >= 50
+    # the rounding error bias correction assumes is the one the real quantizer makes, layer by layer
+    quantized = _read(quantize_calibrated(model))
+    qsub = quantized.subgraphs[0]
+    by_output = {qsub.tensors[int(op.outputs[0])].name: op for op in qsub.operators}
+    for k in ops:
+        op = graph.subgraphs[0].operators[k]
+        qop = by_output[graph.subgraphs[0].tensors[int(op.outputs[0])].name]
+        w = weights(graph, int(op.inputs[1]))
+        qt = quantized.subgraphs[0].tensors[int(qop.inputs[1])]
+        data = np.frombuffer(np.asarray(quantized.buffers[qt.buffer].data, np.uint8).tobytes(), np.int8)
+        axis = 3 if opcode(graph, op) == DEPTHWISE_CONV_2D else 0
+        shape = [1] * w.ndim  # type: ignore[union-attr]
+        shape[axis] = -1
+        dequantized = data.reshape(w.shape).astype(np.float64) * qt.quantization.scale.reshape(shape)  # type: ignore[union-attr]
+        np.testing.assert_allclose(dequantized - w, int8_error(w, axis), atol=1e-6)  # type: ignore[arg-type]
+
+    inputs = frozenset(int(graph.subgraphs[0].operators[k].inputs[0]) for k in ops)
+    stats = activation_stats(model, pixels, channels=inputs)
+    work = copy.deepcopy(graph)
+    means = {i: s.channel_mean for i, s in stats.items() if s.channel_mean is not None}
+    assert correct_biases(work, means) == len(ops)
+    for k in ops:
+        w_id = int(graph.subgraphs[0].operators[k].inputs[1])
+        assert np.array_equal(weights(work, w_id), weights(graph, w_id))  # type: ignore[arg-type]
+    assert any(
+        not np.array_equal(weights(work, int(graph.subgraphs[0].operators[k].inputs[2])),  # type: ignore[arg-type]
+                           weights(graph, int(graph.subgraphs[0].operators[k].inputs[2])))  # type: ignore[arg-type]
+        for k in ops
+    )  # fmt: skip
 
 
 def test_fidelity_numbers() -> None:
@@ -123,14 +178,13 @@ def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: ob
     assert len(select) >= 4 and not {origins[i] for i in fit} & {origins[i] for i in select}
 
     search = search_recipe(mobilenet, (127.5,) * 3, (127.5,) * 3, images, origins=origins)
-    textbook = search.candidates[0]
-    assert textbook.name == "textbook" and len(search.candidates) == 4
+    textbook = search.textbook
+    assert textbook.name == "textbook" and [t.step for t in search.trials] == ["percentile", "equalize", "bias"]
     assert search.chosen.agree >= textbook.agree and search.chosen.confident_agree >= textbook.confident_agree
-    assert search.chosen.key() == max(
-        c.key()
-        for c in search.candidates
-        if c.agree >= textbook.agree and c.confident_agree >= textbook.confident_agree
-    )
+    for trial in search.trials:  # each step is kept exactly when it beats the recipe kept before it
+        assert trial.kept == trial.tried.beats(trial.base)
+    kept = [t.tried for t in search.trials if t.kept]
+    assert search.chosen is (kept[-1] if kept else textbook)
     # the scores are the chosen model's real agreement on the held-out pictures
     from edgekit.convert.quantize import bake_preprocess
 
