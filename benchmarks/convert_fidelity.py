@@ -70,7 +70,7 @@ def eval_images(size: tuple[int, int], preprocess: object) -> tuple[np.ndarray, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ablation", action="store_true", help="also convert with each edgekit step alone")
+    parser.add_argument("--ablation", action="store_true", help="also search with each edgekit step alone")
     parser.add_argument("--skip-timing", action="store_true", help="skip the 300-image CLI conversion")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -97,7 +97,6 @@ def main() -> int:
     variants: list[tuple[str, frozenset[str] | None]] = [("textbook (baseline)", None), ("edgekit", quantize.STEPS)]
     if args.ablation:
         variants[1:1] = [
-            ("+ exact input only", frozenset()),
             ("+ range choice (MSE)", frozenset({"percentile"})),
             ("+ bias correction", frozenset({"bias"})),
             ("+ equalization", frozenset({"equalize"})),

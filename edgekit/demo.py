@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgekit.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="working folder (default: demo-out)")
     parser.add_argument("--model", type=Path, help="use this converted model instead of converting one")
-    parser.add_argument("--num-calib", type=int, default=128, help="calibration samples for edgekit convert")
+    parser.add_argument("--num-calib", type=int, default=64, help="calibration samples for edgekit convert")
     args = parser.parse_args(argv)
     try:
         import skimage  # noqa: F401

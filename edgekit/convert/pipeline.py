@@ -214,12 +214,11 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
                 loaded.model, pre.mean, pre.std, calib.images, options.io, options.recipe, tick
             )
     else:
-        fit_count = len(quantize.selection_split(len(calib), calib.origins)[0])
-        with progress("calibrating", fit_count) as tick:
+        with progress("calibrating", len(calib)) as tick:
             search = quantize.search_recipe(
                 loaded.model, pre.mean, pre.std, calib.images, options.io, tick, origins=calib.origins
             )
-        int8_bytes, recipe_steps = search.chosen.model, search.steps_text()
+        int8_bytes, recipe_steps = search.model, search.steps_text()
         search_section = {"Recipe search (held-out calibration split)": search.section()}
 
     float_runner, int8_runner = Runner(float_bytes), Runner(int8_bytes)

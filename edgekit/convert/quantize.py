@@ -263,6 +263,34 @@ def activation_stats(
     }
 
 
+def merge_stats(a: dict[int, TensorStats], b: dict[int, TensorStats]) -> dict[int, TensorStats]:
+    """The statistics of two disjoint image sets together (tails, counts and channel extremes/means)."""
+
+    def both(x: np.ndarray | None, y: np.ndarray | None, how: Callable[..., np.ndarray]) -> np.ndarray | None:
+        return None if x is None or y is None else how(x, y)
+
+    out = {}
+    for i, s in a.items():
+        t = b.get(i)
+        if t is None:
+            out[i] = s
+            continue
+        n_a, n_b = s.size / max(1, s.per_image), t.size / max(1, t.per_image)
+        out[i] = TensorStats(
+            np.sort(np.concatenate([s.low, t.low])),
+            np.sort(np.concatenate([s.high, t.high])),
+            s.size + t.size,
+            s.nonzero + t.nonzero,
+            s.per_image,
+            both(s.channel_min, t.channel_min, np.minimum),
+            both(s.channel_max, t.channel_max, np.maximum),
+            None
+            if s.channel_mean is None or t.channel_mean is None
+            else (s.channel_mean * n_a + t.channel_mean * n_b) / (n_a + n_b),
+        )
+    return out
+
+
 def _clip_at(stats: TensorStats, tail: float) -> tuple[float, float]:
     rank = max(1, round(tail * stats.size))
     lo = float(stats.low[min(rank, stats.low.size) - 1])
@@ -333,14 +361,16 @@ class Candidate:
     confident: int  # float top-1 probability above 0.5, images
     confident_agree: int
     mean_abs_dp: float
+    kl: float  # mean KL divergence of the int8 outputs from the float ones (nats): the fine-grained score
     model: bytes = field(repr=False)
 
-    def key(self) -> tuple[int, float]:
-        return (self.agree + self.confident_agree, -self.mean_abs_dp)
+    def beats(self, other: Candidate, floor: Candidate) -> bool:
+        """Closer to the float model than ``other`` (lower mean KL), and not below ``floor``'s agreement counts.
 
-    def beats(self, other: Candidate) -> bool:
-        """At least as many agreements as ``other`` overall and where the float model is confident, and better."""
-        return self.agree >= other.agree and self.confident_agree >= other.confident_agree and self.key() > other.key()
+        The counts on a few dozen held-out images move by one on a single near-tie; the KL divergence over every
+        image and class is the steadier measure of "helps", the counts are the guarantee.
+        """
+        return self.kl < other.kl and self.agree >= floor.agree and self.confident_agree >= floor.confident_agree
 
 
 @dataclass(frozen=True)
@@ -362,6 +392,7 @@ class Search:
     trials: tuple[Trial, ...]
     fit_images: int
     select_images: int
+    model: bytes = field(repr=False)  # the chosen recipe rebuilt from every calibration image: the int8 model
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
@@ -374,7 +405,7 @@ class Search:
             out[f"step: {STEP_NAMES[t.step]}"] = (
                 f"{'kept' if t.kept else 'dropped'}: {_signed(t.tried.agree - t.base.agree)} top-1, "
                 f"{_signed(t.tried.confident_agree - t.base.confident_agree)} confident "
-                f"of {self.select_images} (over {t.base.name})"
+                f"of {self.select_images}, KL {t.base.kl:.5f} -> {t.tried.kl:.5f} (over {t.base.name})"
             )
         return out
 
@@ -395,7 +426,7 @@ class Search:
             mark = " (chosen)" if c is self.chosen else ""
             rows[f"candidate: {c.name}"] = (
                 f"top-1 {c.agree}/{self.select_images}, confident {c.confident_agree}/{c.confident}, "
-                f"mean |dp| {c.mean_abs_dp:.4f}{mark}"
+                f"KL {c.kl:.5f}, mean |dp| {c.mean_abs_dp:.5f}{mark}"
             )
         rows.update(self.gains())
         return rows
@@ -418,8 +449,15 @@ def _score(name: str, steps: tuple[str, ...], model: bytes, images: np.ndarray, 
         int(confident.sum()),
         int(same[confident].sum()),
         float(np.abs(probs - reference).mean()),
+        _kl(reference, probs),
         model,
     )
+
+
+def _kl(reference: np.ndarray, probs: np.ndarray) -> float:
+    # int8 softmax outputs hit exact zeros: a floor of one int8 step of a 0..1 output keeps the log finite
+    p, q = np.clip(reference, 1e-12, 1.0), np.clip(probs, 1 / 256, 1.0)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
 def _predict(model: Any, images: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -448,11 +486,14 @@ def search_recipe(
     The images are split (by origin) into a fit part and a selection part. One converter call and one
     interpreter pass over the fit part collect every activation's statistics; every candidate is then built
     from them by editing the calibrated graph (ranges, equalized weights, corrected biases) and quantizing it,
-    with no further calibration. The first candidate is the textbook recipe (min/max of the fit part, which is
+    with no further calibration. Once the recipe is chosen, a pass over the selection part adds its statistics
+    and the chosen recipe is rebuilt from all calibration images (``search.model``).
+    The first candidate is the textbook recipe (min/max of the fit part, which is
     what the plain converter computes). Then, in ``ORDER``, each step of ``steps`` is tried on top of the recipe
-    kept so far and kept only if, on the selection part, it agrees with the float model on at least as many
-    images overall and where the float model is confident, and scores higher (agreements + confident
-    agreements, then lower mean |dp|). So the chosen recipe is never worse than the textbook one on that split.
+    kept so far and kept only if, on the selection part, its outputs are closer to the float model's (lower
+    mean KL divergence) and it agrees with the float model on at least as many images as the textbook recipe,
+    overall and where the float model is confident. So the chosen recipe is never worse than the textbook one on
+    that split, by construction.
 
     Args:
         model: float Keras classifier taking normalised input (not modified).
@@ -460,12 +501,13 @@ def search_recipe(
         std: per-channel std, pixel units.
         images: (N, H, W, 3) uint8 calibration images.
         io: integer type of the model's input and output.
-        progress: called once per fit image in the activation pass.
+        progress: called once per calibration image (fit part, then selection part).
         steps: which of ``STEPS`` may be tried.
         origins: source of each image (augmented crops share their photo's), to split by picture.
 
     Returns:
-        The search; ``search.chosen.model`` is the int8 model.
+        The search; ``search.model`` is the int8 model (``search.chosen.model`` the one fitted without the
+        selection part, whose scores the search shows).
     """
     import copy
 
@@ -482,16 +524,17 @@ def search_recipe(
     calibrated = calibrate_only(baked, fit[:: max(1, len(fit) // 8)])
     graph = _read(calibrated)
     sub = graph.subgraphs[0]
-    channels = {t for p in find_pairs(graph) for t in p.tensors} if "equalize" in steps else set()
+    pairs = find_pairs(graph) if "equalize" in steps else []
+    channels = {t for p in pairs for t in p.tensors}
     if "bias" in steps:
         channels |= {int(sub.operators[k].inputs[0]) for k in weight_ops(graph)}
     stats = activation_stats(calibrated, fit, progress=progress, channels=frozenset(channels))
-    maxima = {i: s.channel_max for i, s in stats.items() if s.channel_max is not None}
     inputs = [int(i) for i in sub.inputs]
 
-    def build(kept: tuple[str, ...]) -> Candidate:
+    def quantized(kept: tuple[str, ...], stats: dict[int, TensorStats], pixels: np.ndarray) -> bytes:
         work, current = copy.deepcopy(graph), stats
         if "equalize" in kept:
+            maxima = {i: s.channel_max for i, s in stats.items() if s.channel_max is not None}
             applied = equalize(work, maxima)
             current = {i: s.scaled(applied[i]) if i in applied else s for i, s in stats.items()}
         if "bias" in kept:
@@ -499,22 +542,27 @@ def search_recipe(
         ranges = chosen_ranges(current) if "percentile" in kept else minmax_ranges(current)
         for i in inputs:
             # textbook: the pixels' min/max as the converter sees them; else exact 0..255 (uint8 in at scale 1)
-            ranges[i] = (0.0, 255.0) if kept else (float(fit.min()), float(fit.max()))
+            ranges[i] = (0.0, 255.0) if kept else (float(pixels.min()), float(pixels.max()))
         set_ranges(work, ranges)
+        return quantize_calibrated(_write(work), io)
+
+    def build(kept: tuple[str, ...]) -> Candidate:
         name = " + ".join(STEP_NAMES[s] for s in kept) or "textbook"
-        return _score(name, kept, quantize_calibrated(_write(work), io), select, reference)
+        return _score(name, kept, quantized(kept, stats, fit), select, reference)
 
     textbook = best = build(())
     trials = []
     for step in ORDER:
-        if step not in steps or (step == "equalize" and not maxima):
+        if step not in steps or (step == "equalize" and not pairs):
             continue
         tried = build((*best.steps, step))
-        keep = tried.beats(best)
+        keep = tried.beats(best, textbook)
         trials.append(Trial(step, tried, best, keep))
         best = tried if keep else best
     logger.info("recipe chosen on %d held-out calibration images: %s", len(select), best.name)
-    return Search(best, textbook, tuple(trials), len(fit), len(select))
+    # The recipe is chosen; its final ranges and weight statistics use every calibration image.
+    both = merge_stats(stats, activation_stats(calibrated, select, progress=progress, channels=frozenset(channels)))
+    return Search(best, textbook, tuple(trials), len(fit), len(select), quantized(best.steps, both, images))
 
 
 def quantize_classifier(
@@ -554,4 +602,4 @@ def quantize_classifier(
         baked = bake_preprocess(model, mean, std)
         return textbook_int8(baked, images, io, progress), ["textbook min/max calibration"]
     search = search_recipe(model, mean, std, images, io, progress, steps, origins)
-    return search.chosen.model, search.steps_text()
+    return search.model, search.steps_text()

@@ -182,7 +182,7 @@ def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: ob
     assert textbook.name == "textbook" and [t.step for t in search.trials] == ["percentile", "equalize", "bias"]
     assert search.chosen.agree >= textbook.agree and search.chosen.confident_agree >= textbook.confident_agree
     for trial in search.trials:  # each step is kept exactly when it beats the recipe kept before it
-        assert trial.kept == trial.tried.beats(trial.base)
+        assert trial.kept == trial.tried.beats(trial.base, textbook)
     kept = [t.tried for t in search.trials if t.kept]
     assert search.chosen is (kept[-1] if kept else textbook)
     # the scores are the chosen model's real agreement on the held-out pictures
@@ -195,3 +195,20 @@ def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: ob
     assert section["split"] == f"fit on {len(fit)} calibration images, chosen on {len(select)} held out"
     assert sum("(chosen)" in v for v in section.values()) == 1
     assert any(v.startswith(("kept", "dropped")) for v in section.values())
+
+
+def test_statistics_of_two_image_sets_merge_into_those_of_both(calibrated: tuple[bytes, np.ndarray]) -> None:
+    from edgekit.convert.quantize import activation_stats, chosen_ranges, merge_stats
+
+    model, pixels = calibrated
+    every = frozenset(activation_stats(model, pixels[:1]))
+    whole = activation_stats(model, pixels, channels=every)
+    merged = merge_stats(
+        activation_stats(model, pixels[:10], channels=every), activation_stats(model, pixels[10:], channels=every)
+    )
+    assert merged.keys() == whole.keys()
+    for i, s in whole.items():
+        assert (merged[i].size, merged[i].nonzero) == (s.size, s.nonzero)
+        np.testing.assert_allclose(merged[i].channel_mean, s.channel_mean, rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(merged[i].channel_max, s.channel_max)  # type: ignore[arg-type]
+    assert chosen_ranges(merged) == chosen_ranges(whole)  # the range choice reads only what the merge keeps exactly
