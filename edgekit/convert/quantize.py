@@ -402,7 +402,8 @@ class Search:
         """Per step tried: kept or dropped, and what it changed on the held-out split over the recipe before it."""
         out = {}
         for t in self.trials:
-            out[f"step: {STEP_NAMES[t.step]}"] = (
+            label = "all steps together" if t.step == "together" else STEP_NAMES[t.step]
+            out[f"step: {label}"] = (
                 f"{'kept' if t.kept else 'dropped'}: {_signed(t.tried.agree - t.base.agree)} top-1, "
                 f"{_signed(t.tried.confident_agree - t.base.confident_agree)} confident "
                 f"of {self.select_images}, KL {t.base.kl:.5f} -> {t.tried.kl:.5f} (over {t.base.name})"
@@ -455,8 +456,10 @@ def _score(name: str, steps: tuple[str, ...], model: bytes, images: np.ndarray, 
 
 
 def _kl(reference: np.ndarray, probs: np.ndarray) -> float:
-    # int8 softmax outputs hit exact zeros: a floor of one int8 step of a 0..1 output keeps the log finite
-    p, q = np.clip(reference, 1e-12, 1.0), np.clip(probs, 1 / 256, 1.0)
+    # int8 softmax outputs hit exact zeros: a small floor (then renormalised) keeps the log finite
+    p = np.clip(reference, 1e-12, 1.0)
+    q = np.clip(probs, 1e-6, 1.0)
+    q = q / q.sum(axis=1, keepdims=True)
     return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
@@ -558,6 +561,14 @@ def search_recipe(
         tried = build((*best.steps, step))
         keep = tried.beats(best, textbook)
         trials.append(Trial(step, tried, best, keep))
+        best = tried if keep else best
+    together = tuple(s for s in ORDER if any(t.step == s for t in trials))
+    if len(together) > 1 and best.steps != together:
+        # Steps interact (equalization changes which ranges fit, bias correction what equalization leaves):
+        # one that did not help alone may help with the others, so all of them together is one more candidate.
+        tried = build(together)
+        keep = tried.beats(best, textbook)
+        trials.append(Trial("together", tried, best, keep))
         best = tried if keep else best
     logger.info("recipe chosen on %d held-out calibration images: %s", len(select), best.name)
     # The recipe is chosen; its final ranges and weight statistics use every calibration image.

@@ -18,6 +18,8 @@ from edgekit.model.preprocess import prepare
 def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: Path, photos: list[Path]) -> None:
     import cv2
 
+    from edgekit.convert.calibration import load_calibration
+    from edgekit.convert.quantize import bake_preprocess, textbook_int8
     from edgekit.convert.tfl import Runner
     from edgekit.convert.zoo import load_builtin
 
@@ -49,11 +51,14 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: P
     assert manifest.labels == "labels.txt" and (out / "labels.txt").read_text().splitlines()[1] == "goldfish"
     assert report["model"]["parameters"] == 3_504_872
     assert report["size"]["ratio"] <= 0.3
-    # The recipe is what the per-model search kept (#16): each step listed exactly when its trial row says kept.
+    # The recipe is what the per-model search chose (#16): the steps of the candidate marked chosen.
     search = report["sections"]["Recipe search (held-out calibration split)"]
-    kept = {k.removeprefix("step: ") for k, v in search.items() if k.startswith("step: ") and v.startswith("kept")}
+    chosen = [k.removeprefix("candidate: ") for k, v in search.items() if v.endswith("(chosen)")]
     listed = set(report["recipe"]) - {"min/max activation ranges", "exact uint8 input"}
-    assert listed == kept if kept else report["recipe"][0].startswith("textbook")
+    assert len(chosen) == 1
+    assert (
+        listed == set(chosen[0].split(" + ")) if chosen[0] != "textbook" else report["recipe"][0].startswith("textbook")
+    )
 
     # Independent check: the int8 model against the float port on every photo, fed uint8 pixels like the device.
     zoo = load_builtin("mobilenet_v2", None, 224, "torchvision-imagenet")
@@ -65,11 +70,21 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: P
     q = Runner((out / "model.tflite").read_bytes())(images)
     confident = ref.max(axis=1) > 0.5
     assert confident.sum() >= 5
-    flipped = [
-        (photos[i].name, round(float(np.sort(ref[i])[-1]), 3), round(float(np.sort(ref[i])[-2]), 3))
-        for i in np.flatnonzero(confident & (ref.argmax(1) != q.argmax(1)))
-    ]
-    assert flipped == []
+    # The same calibration through the textbook recipe, the baseline edgekit promises never to fall below (#16).
+    # On these photos it flips two confident near-ties (fruits.jpg 0.58 vs 0.39, smarties.png 0.52 vs 0.26);
+    # "no flip at all" held only for the fixed recipe that had been tuned on these very photos.
+    calib = load_calibration(data_dir / "photos", (224, 224), manifest.preprocess, num=210)
+    baked = bake_preprocess(zoo.model, zoo.preprocess.mean, zoo.preprocess.std)
+    t = Runner(textbook_int8(baked, calib.images))(images)
+
+    def flipped(probs: np.ndarray) -> set[str]:
+        return {photos[i].name for i in np.flatnonzero(confident & (ref.argmax(1) != probs.argmax(1)))}
+
+    assert flipped(q) <= flipped(t) and len(flipped(q)) < len(flipped(t))  # never a flip the textbook avoids
+    assert np.sum(ref.argmax(1) == q.argmax(1)) >= np.sum(ref.argmax(1) == t.argmax(1))
+    assert all(
+        ref[i].max() - np.sort(ref[i])[-2] < 0.3 for i in np.flatnonzero(confident & (ref.argmax(1) != q.argmax(1)))
+    )
     top5 = np.argsort(-q, axis=1)[:, :5]
     assert np.mean([ref.argmax(1)[i] in top5[i] for i in range(len(q))]) >= 0.95
     assert report["fidelity"]["top1_agreement"] == pytest.approx(float(np.mean(ref.argmax(1) == q.argmax(1))))

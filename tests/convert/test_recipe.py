@@ -179,8 +179,9 @@ def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: ob
 
     search = search_recipe(mobilenet, (127.5,) * 3, (127.5,) * 3, images, origins=origins)
     textbook = search.textbook
-    assert textbook.name == "textbook" and [t.step for t in search.trials] == ["percentile", "equalize", "bias"]
+    assert textbook.name == "textbook" and [t.step for t in search.trials][:3] == ["percentile", "equalize", "bias"]
     assert search.chosen.agree >= textbook.agree and search.chosen.confident_agree >= textbook.confident_agree
+    assert all(c.kl >= 0 for c in search.candidates)  # a divergence, not a clipped stand-in
     for trial in search.trials:  # each step is kept exactly when it beats the recipe kept before it
         assert trial.kept == trial.tried.beats(trial.base, textbook)
     kept = [t.tried for t in search.trials if t.kept]
