@@ -200,7 +200,7 @@ def main() -> int:
         if worse_overall or worse_conf:
             failed.append(entry.name)
 
-    header = f"{'model':34} {'recipe':9} {'confident top-1 agreement':44} {'top-1 agreement':44} {'top-5':>6} "
+    header = f"{'model':37} {'recipe':9} {'confident top-1 agreement':64} {'top-1 agreement':36} {'top-5':>6} "
     header += f"{'float acc':>9} {'int8 acc':>8} {'time':>5}"
     print(header)
     print("-" * len(header))
@@ -213,7 +213,7 @@ def main() -> int:
             else ("n/a".rjust(9), "n/a".rjust(8))
         )
         print(
-            f"{name:34} {recipe:9} {conf:44} {top1:44} {100 * f.top5_containment:5.1f}% {acc[0]} {acc[1]} "
+            f"{name:37} {recipe:9} {conf:64} {top1:36} {100 * f.top5_containment:5.1f}% {acc[0]} {acc[1]} "
             f"{seconds:4.0f}s"
         )
     print("(confident = float p > 0.5; intervals are Wilson 95 %; all figures on the evaluation split only)")
