@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.targets import print_targets  # noqa: E402
 from edgekit.config import load_config  # noqa: E402
 from edgekit.device.sinks.mqtt import MqttSink, create  # noqa: E402
 from edgekit.plan import mqtt_spec  # noqa: E402
@@ -251,11 +252,7 @@ def main() -> int:
         rows.append(("3 broker kills (SIGKILL): never acked", f"{kill['unacknowledged']:.0f} of {n}", "0", ok))
         rows.append(("  lost by mosquitto after its ack", f"{kill['missing']:.0f}", "(reported)", True))
         rows.append(("  duplicates (at least once)", f"{kill['duplicates']:.0f}", "(reported)", True))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'value':<28}  {'target':<18}  ok")
-    for name, value, target, ok in rows:
-        print(f"{name:<{width}}  {value:<28}  {target:<18}  {'yes' if ok else 'NO'}")
-    return 0 if all(r[3] for r in rows) else 1
+    return print_targets(rows, value_width=28, target_width=18)
 
 
 if __name__ == "__main__":

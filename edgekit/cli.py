@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -19,6 +19,9 @@ from edgekit import __version__
 from edgekit.cli_sweep import sweep
 from edgekit.errors import EdgekitError
 from edgekit.log import setup_logging
+
+if TYPE_CHECKING:
+    from edgekit.model.manifest import Downscale
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +78,19 @@ _RUN_OPTIONS = {
     "labels": "labels",
     "classes": "classes",
     "max_fps": "max_fps",
+    "downscale": "downscale",
     "frames": "frames",
     "realtime": "realtime",
     "only_changes": "only_changes",
     "stats_interval": "stats_interval",
     "camera": "camera",
+    "tracking": "tracking.enabled",
+    "events": "events.enabled",
     "http": "http.listen",
     "http_fps": "http.fps",
+    "class_events": "class_events",
+    "motion": "motion.enabled",
+    "motion_keyframe": "motion.keyframe",
 }
 
 
@@ -106,13 +115,23 @@ def _config_key(option: str) -> str:
 @click.option("--labels", help="Labels file (one per line, or 'ID label').")
 @click.option("--classes", multiple=True, help="Detection: keep only this class, label or id (repeatable).")
 @click.option("--max-fps", type=float, help="Process at most this many frames per second (0: as fast as possible).")
+@click.option(
+    "--downscale",
+    type=click.Choice(["model", "area", "pyramid", "bilinear"]),
+    help="How frames are shrunk (default model: the manifest's; a plain .tflite gets one bilinear stretch).",
+)
 @click.option("--frames", type=int, help="Stop after this many results (0: run until the source ends).")
 @click.option("--realtime/--no-realtime", default=None, help="Play video files at their own frame rate.")
 @click.option("--only-changes/--every-frame", default=None, help="Publish only when the result changes.")
 @click.option("--stats-interval", type=float, help="Seconds between stats records (0: off).")
 @click.option("--camera", help="Name carried in every record (default: the host name).")
+@click.option("--tracking/--no-tracking", default=None, help="Detection: track objects (track_id; default on).")
+@click.option("--events/--no-events", default=None, help="Detection: event records new/update/end (default on).")
 @click.option("--http", metavar="[HOST:]PORT", help="Serve the live preview page and /metrics (e.g. 127.0.0.1:8080).")
 @click.option("--http-fps", type=float, help="Frames per second of the preview stream (default 5).")
+@click.option("--class-events", type=int, help="Classification: an event when a class holds N frames (0: off).")
+@click.option("--motion/--no-motion", default=None, help="Skip inference while nothing moves (motion gating).")
+@click.option("--motion-keyframe", type=float, help="With --motion: infer at least every this many seconds (10).")
 @click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
 @click.option("--validate-config", is_flag=True, help="Check config, model and labels, then exit.")
 def run_command(config_path: str | None, print_config: bool, validate_config: bool, **options: Any) -> None:
@@ -146,13 +165,61 @@ def run_command(config_path: str | None, print_config: bool, validate_config: bo
 @click.option("--video", type=click.Path(exists=True, dir_okay=False), help="Video for the pipeline run.")
 @click.option("--frames", default=200, show_default=True, help="Frames of the generated video.")
 @click.option("--streams", default=0, show_default=True, help="Pipeline streams (0: as edgekit run on a file).")
+@click.option("--profile", is_flag=True, help="Where a frame's time goes, stage by stage, then the pipeline's waits.")
+@click.option(
+    "--source",
+    "source_kind",
+    type=click.Choice(["video", "camera", "folder"]),
+    default="video",
+    show_default=True,
+    help="With --profile: the video, its frames as a live camera (--camera-fps), or as a folder of JPEGs.",
+)
+@click.option("--camera-fps", default=30.0, show_default=True, help="With --source camera: frames offered per second.")
+@click.option(
+    "--downscale",
+    type=click.Choice(["model", "area", "pyramid", "bilinear"]),
+    default="model",
+    show_default=True,
+    help="As edgekit run --downscale.",
+)
 def bench_command(
-    model: str, device: str, threads: int, runs: int, video: str | None, frames: int, streams: int
+    model: str,
+    device: str,
+    threads: int,
+    runs: int,
+    video: str | None,
+    frames: int,
+    streams: int,
+    profile: bool,
+    source_kind: str,
+    camera_fps: float,
+    downscale: str,
 ) -> None:
-    """Invoke latency (min/p50/p95) beside the full pipeline on a video (generated unless --video)."""
+    """Invoke latency (min/p50/p95) beside the full pipeline on a video (generated unless --video).
+
+    With --profile: each stage of a frame (decode, colour, resize, set_tensor, invoke, outputs, postprocess,
+    record, encode, publish) timed one frame at a time, then the pipeline as edgekit run runs that source.
+    """
     from edgekit.device import bench
 
-    report = bench.bench(model, device=device, threads=threads, runs=runs, video=video, frames=frames, streams=streams)
+    chosen = cast("Downscale | None", None if downscale == "model" else downscale)
+    if profile:
+        found = bench.profile(
+            model,
+            source_kind,
+            device,
+            threads,
+            video,
+            frames,
+            streams,
+            camera_fps,
+            chosen,
+        )
+        click.echo(found.table())
+        return
+    report = bench.bench(
+        model, device=device, threads=threads, runs=runs, video=video, frames=frames, streams=streams, downscale=chosen
+    )
     click.echo(report.table())
 
 
@@ -237,11 +304,13 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
     type=click.Choice(["area", "pyramid"]),
     default="area",
     show_default=True,
-    help="How frames are shrunk, in calibration and on the device: area (exact INTER_AREA) or pyramid "
+    help="How frames are shrunk, in calibration and on the device: area (INTER_AREA's exact box mean) or pyramid "
     "(2x2 halvings then bilinear: 6x faster on the device, not the same pixels).",
 )
 @click.option("--io", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True, help="I/O type.")
-@click.option("--labels", type=click.Path(dir_okay=False), help="Label file, one per line in output order.")
+@click.option(
+    "--labels", type=click.Path(dir_okay=False), help="Labels file (one per line, 'ID label' or labelmap.pbtxt)."
+)
 @click.option("--min-agreement", type=float, help="Exit 3 when int8-vs-float top-1 agreement is below this.")
 @click.option(
     "--recipe",

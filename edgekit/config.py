@@ -61,10 +61,17 @@ class RunConfig:
     frames: int = ruled(0, lambda v: v >= 0, "0 (no limit) or more")
     realtime: bool = False
     only_changes: bool = False
+    # How frames are shrunk: "model" keeps the manifest's (a plain .tflite: one bilinear stretch, as the loops its
+    # users start from; see edgekit.device.model.PLAIN_PREPROCESS), or area / pyramid / bilinear.
+    downscale: Literal["model", "area", "pyramid", "bilinear"] = "model"
     stats_interval: float = ruled(10.0, lambda v: v >= 0, "0 (off) or more seconds")
     camera: str = ""
     # Detection only: keep these classes (labels or ids); empty keeps every class.
     classes: list[str] = field(default_factory=list)
+    # Classification only: event records when a top class holds this many frames in a row (0: no events).
+    class_events: int = ruled(0, lambda v: v >= 0, "0 (off) or more frames")
+    # ... and an update when its score moves by more than this.
+    class_event_step: float = ruled(0.1, lambda v: 0 < v <= 1, "above 0 and at most 1")
 
 
 @dataclass(frozen=True)
@@ -120,12 +127,104 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class MotionConfig:
+    """Motion gating of `edgekit run` (`edgekit.device.motion`): skip inference while nothing moves (off by default)."""
+
+    enabled: bool = False
+    # Grey levels (of 255) a pixel of the shrunk, blurred frame must change by to count.
+    threshold: float = ruled(25.0, lambda v: 0 < v < 255, "above 0 and below 255")
+    # Fraction of the frame's pixels that must change for motion.
+    min_area: float = ruled(0.002, lambda v: 0 <= v < 1, "at least 0 and below 1")
+    # Seconds after which a frame is inferred even on a still scene (stationary objects, the systemd watchdog).
+    keyframe: float = ruled(10.0, lambda v: v > 0, "above 0 seconds")
+    # Width in pixels the frame is shrunk to for the comparison.
+    width: int = ruled(128, lambda v: 16 <= v <= 640, "16..640 pixels")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The object tracker of detection runs (`edgekit.device.events`); see README, "Tracking and events"."""
+
+    enabled: bool = True  # every detection gets a track_id
+    # A new object must be seen in min_hits of its first `window` frames before its event starts.
+    min_hits: int = ruled(3, lambda v: v >= 1, "1 or more")
+    window: int = ruled(5, lambda v: v >= 1, "1 or more")
+    # An object unseen for this long has left: its event ends.
+    end_after: float = ruled(2.0, lambda v: v > 0, "above 0 seconds")
+    # Least overlap (intersection over union) of a detection with a track's predicted box to continue it.
+    iou: float = ruled(0.2, lambda v: 0.0 < v < 1.0, "between 0 and 1 (exclusive)")
+    # Detections scoring less are not tracked (track_id null); [objects.filters.LABEL] can raise it per label.
+    min_score: float = ruled(0.5, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """Event records (`"type": "event"`) for tracked objects: new, update, end."""
+
+    enabled: bool = True
+    # An update goes out when the score moved by at least this much since the last record of the event.
+    score_step: float = ruled(0.1, lambda v: 0.0 < v <= 1.0, "above 0 and at most 1")
+    # Frames a box must stay put (IoU >= 0.8 with where it stopped) before the object is `stationary`.
+    stationary_frames: int = ruled(25, lambda v: v >= 1, "1 or more")
+
+
+@dataclass(frozen=True)
+class SnapshotsConfig:
+    """The best frame of each event (highest score with the box clear of the frame's edges), saved at its end."""
+
+    enabled: bool = False
+    folder: str = ""  # also write <camera>-<label>-<event id>.jpg here (empty: MQTT only)
+    max_mb: float = ruled(100.0, lambda v: v > 0, "above 0")  # the folder's size cap: oldest files go first
+    margin: float = ruled(0.25, lambda v: 0 <= v <= 2, "0..2 (a fraction of the box's size)")
+    quality: int = ruled(80, lambda v: 1 <= v <= 100, "1..100")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Per-label filters (``[objects.filters.LABEL]``): detections that fail one are not tracked."""
+
+    min_score: float = ruled(0.0, lambda v: 0.0 <= v <= 1.0, "between 0 and 1")
+    # Box area as a fraction of the frame's.
+    min_area: float = ruled(0.0, lambda v: 0.0 <= v <= 1.0, "a fraction of the frame between 0 and 1")
+    max_area: float = ruled(1.0, lambda v: 0.0 < v <= 1.0, "a fraction of the frame above 0 and at most 1")
+    # Polygons ([[x, y], ...], normalised 0..1 or pixels) where this label is ignored (its box's bottom centre).
+    mask: list[list[list[float]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ObjectsConfig:
+    """What the tracker takes in: masks for every label, and per-label filters."""
+
+    mask: list[list[list[float]]] = field(default_factory=list)
+    filters: dict[str, FilterConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """A named zone (``[zones.NAME]``): a polygon, the labels that count in it, how long one must be inside."""
+
+    # [[x, y], ...]: all values <= 1 are fractions of the frame, otherwise pixels of the source frame.
+    coordinates: list[list[float]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # empty: every label
+    # Consecutive frames an object's bottom centre must be inside before it is in the zone (Frigate's inertia).
+    inertia: int = ruled(3, lambda v: v >= 1, "1 or more frames")
+    # Seconds it must have been inside before it counts (Frigate's loitering_time); 0: at once.
+    loitering: float = ruled(0.0, lambda v: v >= 0, "0 or more seconds")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
     run: RunConfig = field(default_factory=RunConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    zones: dict[str, ZoneConfig] = field(default_factory=dict)
 
 
 # --- loading -----------------------------------------------------------------------------------------------

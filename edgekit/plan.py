@@ -400,6 +400,11 @@ def build_plan(config: Config, where: str = "config") -> RunPlan:
             f"{where}: key 'run.streams': parallel streams are for throughput, run.max_fps paces the frames; "
             "set one of them only"
         )
+    if config.motion.enabled and run.streams > 1:
+        raise ConfigError(
+            f"{where}: key 'run.streams': motion gating decides frame by frame, in order, from the tracker's state "
+            "after the previous frame; parallel streams infer frames ahead of it, set streams to 1 (or 0)"
+        )
     return RunPlan(config, where, device, source, sinks, http)
 
 

@@ -31,3 +31,18 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.model.tiny_models import build_all
 
     return build_all(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture
+def stand_in_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put the stand-in `edgetpu_compiler` (tests/tools/edgetpu_stand_in.py, not Coral's) first on PATH."""
+    import os
+
+    from tests.tools.edgetpu_stand_in import install_compiler
+
+    bin_dir = tmp_path / "bin"
+    script = install_compiler(bin_dir, REPO)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("EDGETPU_STANDIN_FAIL", raising=False)
+    monkeypatch.delenv("EDGETPU_STANDIN_CPU_OPS", raising=False)
+    return script

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from edgekit.cli import cli
 from edgekit.model.sweep import published_top1
-from tests.convert.test_edgetpu_compile import stand_in_compiler  # noqa: F401  (a fixture, shared)
 
 ALPHAS = ("0.35", "0.5", "0.75")
 SIZES = ("96", "128")
@@ -157,7 +156,7 @@ def test_bad_input_is_one_line_exit_2(bundle: Path, results: Path, args: list[st
 
 @pytest.mark.simulated
 def test_compiled_variants_and_an_absent_edgetpu(
-    stand_in_compiler: Path,  # noqa: F811  (the fixture imported above)
+    stand_in_compiler: Path,
     tmp_path: Path,
 ) -> None:
     """With (a stand-in) edgetpu_compiler on PATH the bundle carries compiled models; no Edge TPU: a clear refusal."""

@@ -20,6 +20,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.convert import calibration, report
 from edgekit.errors import InputError, ModelError, QualityGateError
+from edgekit.model.labels import labels_for_outputs
 from edgekit.model.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -119,25 +120,6 @@ def check_out(out: Path, force: bool) -> None:
         )
 
 
-def read_labels(path: str, classes: int) -> tuple[str, ...]:
-    """Read a label file (one per line, output order) and check it against the model's output size.
-
-    Raises:
-        InputError: unreadable, or a line count that differs from ``classes``.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"--labels {path}: unreadable ({exc.__class__.__name__})") from None
-    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if len(labels) != classes:
-        raise InputError(
-            f"--labels {path}: {len(labels)} labels, but the model has {classes} outputs; "
-            "give one label per line, in output order"
-        )
-    return labels
-
-
 def _peak_rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux; children (none here) are not counted.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -180,7 +162,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
     )
     notes = [*loaded.notes, *notes]
     classes = int(loaded.model.outputs[0].shape[-1])
-    labels = read_labels(options.labels, classes) if options.labels else loaded.labels
+    labels = labels_for_outputs(options.labels, "classify", classes, options.model) if options.labels else loaded.labels
     if labels is not None and len(labels) != classes:
         raise ModelError(f"{options.model}: {len(labels)} labels for {classes} outputs")
 

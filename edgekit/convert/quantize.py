@@ -48,7 +48,12 @@ def bake_preprocess(model: Any, mean: tuple[float, ...], std: tuple[float, ...])
     if any(m != 0.0 for m in mean) or any(s != 1.0 for s in std):
         scale = np.array([1.0 / s for s in std], dtype=np.float32)
         offset = np.array([-m / s for m, s in zip(mean, std, strict=True)], dtype=np.float32)
-        x = keras.layers.Rescaling(scale=scale, offset=offset, name="edgekit_normalize")(x)
+        # A 1x1 depthwise convolution, not Rescaling: TFLite makes Rescaling an int8 MUL, which XNNPACK rounds
+        # differently on aarch64 than on x86 (the only such op in a MobileNet: tests/arm64); its per-channel
+        # depthwise kernels give both the same bits. Same function: pixel * scale + offset per channel.
+        normalize = keras.layers.DepthwiseConv2D(1, use_bias=True, name="edgekit_normalize")
+        x = normalize(x)
+        normalize.set_weights([scale.reshape(1, 1, -1, 1), offset])
     outputs = model(x)
     return keras.Model(inputs, outputs, name=f"{model.name}_pixels")
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.config import Config, RunConfig
+from edgekit.config import Config, MotionConfig, RunConfig
 from edgekit.device import notify
 from edgekit.device.model import DeviceModel, open_model
-from edgekit.device.pipeline import Pipeline, Settings
+from edgekit.device.motion import MotionSettings
+from edgekit.device.pipeline import EventStage, Pipeline, Settings
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Source
 from edgekit.errors import ConfigError, EdgekitError
@@ -51,6 +52,7 @@ def plan_streams(plan: RunPlan) -> tuple[int, int]:
     elif (
         total >= 2
         and run.max_fps <= 0
+        and not plan.config.motion.enabled  # the gate sees frames in order (see `edgekit.plan.build_plan`)
         and not plan.device.is_edgetpu
         and plan.source is not None
         and plan.source.ordered
@@ -97,6 +99,7 @@ class Parts:
     source: Source | None = None
     sinks: list[Sink] = field(default_factory=list)
     observers: list[Sink] = field(default_factory=list)
+    events: EventStage | None = None  # tracking, zones and events of a detection run
 
     @property
     def config(self) -> Config:
@@ -132,11 +135,20 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
     if not run.model:
         raise ConfigError(f"{where}: no model; pass --model DIR_OR_TFLITE or set 'run.model'")
     streams, threads = plan_streams(plan)
+    downscale = None if run.downscale == "model" else run.downscale
     model = open_model(
-        run.model, plan.device, threads, run.task, run.labels, probe=probe, fallback_cpu=run.fallback == "cpu"
+        run.model,
+        plan.device,
+        threads,
+        run.task,
+        run.labels,
+        downscale,
+        probe=probe,
+        fallback_cpu=run.fallback == "cpu",
     )
     replicas = [
-        open_model(run.model, plan.device, threads, run.task, run.labels, probe=False) for _ in range(streams - 1)
+        open_model(run.model, plan.device, threads, run.task, run.labels, downscale, probe=False)
+        for _ in range(streams - 1)
     ]
     settings = Settings(
         camera=camera_name(run),
@@ -147,8 +159,43 @@ def prepare(plan: RunPlan, probe: bool = True) -> Parts:
         frames=run.frames,
         only_changes=run.only_changes,
         stats_interval=run.stats_interval,
+        motion=motion_settings(plan.config.motion),
     )
-    return Parts(plan, model, settings, replicas)
+    if run.class_events and model.task != "classify":
+        raise ConfigError(
+            f"{where}: key 'run.class_events': {model.path.name} is a detector; class events are for classifiers"
+        )
+    return Parts(plan, model, settings, replicas, events=event_stage(plan, model))
+
+
+def event_stage(plan: RunPlan, model: DeviceModel) -> EventStage | None:
+    """The event stage: tracking and events of a detection run (None with ``tracking.enabled`` off), or a
+    classifier's class events (None unless ``run.class_events``).
+
+    Raises:
+        ConfigError: a bad zone or mask polygon, or a label the model does not have (naming the key path).
+    """
+    if model.task != "detect":
+        run = plan.config.run
+        if not run.class_events:
+            return None
+        from edgekit.device.events.classify import ClassEvents
+
+        return ClassEvents(camera_name(run), run.class_events, run.class_event_step)
+    from edgekit.device.events.spec import build_spec
+    from edgekit.device.events.stage import DetectionEvents
+
+    spec = build_spec(plan.config, list(model.labels.values()), model.path.name, plan.where)
+    return DetectionEvents(spec) if spec is not None else None
+
+
+def motion_settings(motion: MotionConfig) -> MotionSettings | None:
+    """The gate's settings from ``[motion]``, or None when gating is off."""
+    if not motion.enabled:
+        return None
+    return MotionSettings(
+        threshold=motion.threshold, min_area=motion.min_area, keyframe=motion.keyframe, width=motion.width
+    )
 
 
 def open_io(parts: Parts) -> Parts:
@@ -211,6 +258,14 @@ def serve(
     pipeline: Pipeline | None = None
     # Outlives reloads (a reload is no STOPPING=1); a no-op unless systemd gave us $NOTIFY_SOCKET.
     notifier = notify.create(max_fps=plan.config.run.max_fps)
+    motion = parts.settings.motion
+    if motion is not None and notifier.watchdog_s and motion.keyframe > notifier.watchdog_s / 2:
+        logger.warning(
+            "motion.keyframe=%g s: a still scene gives a result that seldom, but the watchdog expects a ping every "
+            "%.0f s; lower motion.keyframe",
+            motion.keyframe,
+            notifier.watchdog_s / 2,
+        )
     preview, server = None, None
     if plan.http is not None:
         from edgekit.device import http
@@ -237,7 +292,14 @@ def serve(
                 observers = [*parts.observers, notifier]
                 taps = [preview] if preview is not None else []
                 pipeline = Pipeline(
-                    parts.model, parts.source, parts.sinks, parts.settings, observers, taps, parts.replicas
+                    parts.model,
+                    parts.source,
+                    parts.sinks,
+                    parts.settings,
+                    observers,
+                    taps,
+                    parts.replicas,
+                    events=parts.events,
                 )
                 if preview is not None:
                     preview.attach(pipeline, parts.plan.device)

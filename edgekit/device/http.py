@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 # Inference latency histogram bounds (ms). Covers an Edge TPU (~2-10 ms) up to a big model on a Pi Zero.
 LATENCY_BOUNDS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0, 1000.0)
 _BOUNDARY = "edgekit-frame"
+_KEPT_EVENTS = 50  # events (and snapshots) the preview remembers
 _LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
@@ -85,6 +86,9 @@ class Preview:
         self.encoded = 0
         self.viewers = 0
         self.closing = threading.Event()
+        # Recent events (the newest record of each, by event id) and their snapshots: written by the loop only.
+        self._events: dict[str, Mapping[str, Any]] = {}
+        self._snapshots: dict[str, bytes] = {}
 
     # --- the frame loop's side (FrameTap) -------------------------------------------------------------------
 
@@ -97,6 +101,26 @@ class Preview:
         self._latency_sum_ms += ms
         self._times.append(time.monotonic())
         self._inference.append(ms)
+
+    def offer_event(self, record: Mapping[str, Any]) -> None:
+        """Keep an event record (or an event's snapshot) for /api/events; O(1), the last `_KEPT_EVENTS` only."""
+        kept: dict[str, Any] = self._snapshots if record["type"] == "snapshot" else self._events
+        event_id = str(record["id"])
+        kept.pop(event_id, None)  # re-inserted last: dicts keep insertion order
+        kept[event_id] = record["jpeg"] if record["type"] == "snapshot" else record
+        if len(kept) > _KEPT_EVENTS:
+            kept.pop(next(iter(kept)))
+
+    def events(self) -> list[dict[str, Any]]:
+        """What /api/events returns: the recent events, newest first, each with its snapshot's URL (or null)."""
+        snapshots = set(self._snapshots)
+        return [
+            {**e, "snapshot": f"api/events/{e['id']}/snapshot.jpg" if e["id"] in snapshots else None}
+            for e in reversed(list(self._events.values()))  # list(): one C call, atomic against the loop
+        ]
+
+    def event_snapshot(self, event_id: str) -> bytes | None:
+        return self._snapshots.get(event_id)
 
     # --- the daemon's side ----------------------------------------------------------------------------------
 
@@ -440,11 +464,14 @@ class _Handler(BaseHTTPRequestHandler):
             "/": self._page,
             "/index.html": self._page,
             "/api/status": self._status,
+            "/api/events": self._events,
             "/snapshot.jpg": self._snapshot,
             "/stream.mjpg": self._stream,
             "/metrics": self._metrics,
         }
         handler = routes.get(path)
+        if handler is None and path.startswith("/api/events/") and path.endswith("/snapshot.jpg"):
+            handler = functools.partial(self._event_snapshot, path[len("/api/events/") : -len("/snapshot.jpg")])
         if handler is None:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
             return
@@ -490,6 +517,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _status(self) -> None:
         body = json.dumps(self.server.preview.status(), separators=(",", ":")).encode()
         self._send(200, "application/json", body)
+
+    def _events(self) -> None:
+        body = json.dumps(self.server.preview.events(), separators=(",", ":")).encode()
+        self._send(200, "application/json", body)
+
+    def _event_snapshot(self, event_id: str) -> None:
+        jpeg = self.server.preview.event_snapshot(event_id)
+        if jpeg is None:
+            self._send(404, "text/plain; charset=utf-8", b"no such snapshot\n")
+            return
+        self._send(200, "image/jpeg", jpeg)
 
     def _metrics(self) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

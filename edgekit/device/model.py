@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -15,7 +16,7 @@ import numpy as np
 from edgekit.device import runtime
 from edgekit.errors import InputError, ModelError
 from edgekit.model.labels import LabelFile, align_labels, read_label_file
-from edgekit.model.manifest import Manifest, Preprocess, find_model
+from edgekit.model.manifest import Downscale, Manifest, Preprocess, find_model
 from edgekit.model.preprocess import ColorOrder, Geometry, Preparer
 from edgekit.model.task import guess_task
 from edgekit.plan import DeviceSpec, parse_device
@@ -24,8 +25,18 @@ logger = logging.getLogger(__name__)
 
 TaskName = Literal["classify", "detect"]
 DETECT_ROLES = ("boxes", "classes", "scores", "count")
-# A plain .tflite says nothing about resizing; stretching the whole frame is what Coral's examples do.
-PLAIN_PREPROCESS = Preprocess(policy="stretch")
+# A plain .tflite says nothing about resizing. It was trained and calibrated elsewhere, with a bilinear resize
+# in the models that users of these devices start from: TF-slim's eval preprocessing of the ImageNet MobileNets
+# (Coral's classifiers) is `tf.image.resize_bilinear`, the TF Object Detection API's `fixed_shape_resizer` of its
+# 300 px SSDs is bilinear; and the loops those users copy stretch the whole frame the same way:
+# `cv2.resize(frame_rgb, (width, height))`, OpenCV's default INTER_LINEAR, in EdjeElectronics'
+# TFLite_detection_*.py and TF Lite's OpenCV-fed examples (pycoral's classify_image.py uses Pillow's antialiased
+# resize instead). An exact area average (INTER_AREA: 2.7-4 ms for a 720x528 frame here, as much as a small
+# model's whole invoke) is what edgekit's converter calibrates with, a conversion-time choice its manifest records,
+# not something a model made elsewhere needs. So a plain .tflite gets the ``bilinear`` stretch (0.4-0.5 ms);
+# ``run.downscale`` picks another. It matters: on Megamind.avi, Coral's MobileNetV2 gives the same top-1 for 160 of
+# the 270 frames with the two (a cartoon, mostly low scores).
+PLAIN_PREPROCESS = Preprocess(policy="stretch", downscale="bilinear")
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class DeviceModel:
         labels: id -> label, already in the model's numbering; or a parsed label file, aligned here once the
             task is known (`edgekit.model.labels.align_labels`).
         labels_file: where the labels came from, for error messages.
+        downscale: how frames are shrunk, instead of the manifest's (or `PLAIN_PREPROCESS`'s); None keeps it.
     """
 
     def __init__(
@@ -61,6 +73,7 @@ class DeviceModel:
         manifest: Manifest | None = None,
         labels: Mapping[int, str] | LabelFile | None = None,
         labels_file: str = "labels",
+        downscale: Downscale | None = None,
     ) -> None:
         self.interpreter = interpreter
         self.path = path
@@ -80,6 +93,15 @@ class DeviceModel:
         self.input_dtype = np.dtype(detail["dtype"]).name
         scale, zero_point = (float(detail["quantization"][0]), int(detail["quantization"][1]))
         self.preprocess = manifest.preprocess if manifest else PLAIN_PREPROCESS
+        if downscale is not None and downscale != self.preprocess.downscale:
+            if manifest is not None:
+                logger.warning(
+                    "%s: shrinking frames with %s, not the %s it was calibrated with",
+                    path,
+                    downscale,
+                    self.preprocess.downscale,
+                )
+            self.preprocess = dataclasses.replace(self.preprocess, downscale=downscale)
         self._prepare = Preparer(self.input_size, self.preprocess)
         self._mode, self._lut = _input_mapping(self.input_dtype, scale, zero_point, manifest, path)
         self._scratch = np.empty((*self.input_size, 3), np.uint8) if self._mode == "lut" else None
@@ -125,6 +147,11 @@ class DeviceModel:
             cv2.LUT(self._scratch, self._lut, dst=view)
         del view
         return geometry
+
+    @property
+    def preparer(self) -> Preparer:
+        """The crop/resize/reorder this model's frames go through (`edgekit bench --profile` times its steps)."""
+        return self._prepare
 
     def prepare(self, image: np.ndarray, color: ColorOrder, out: np.ndarray) -> Geometry:
         """Crop/resize/reorder a frame into ``out`` ((h, w, 3) uint8), on any thread; see `load_prepared`."""
@@ -206,6 +233,14 @@ def _input_mapping(
 ) -> tuple[str, np.ndarray | None]:
     """How a uint8 pixel p becomes the input value: directly, p - 128 (int8), or a per-channel lookup table."""
     pixels = np.arange(256, dtype=np.float64)
+    if manifest is not None and manifest.preprocess.baked and dtype in ("uint8", "int8") and scale:
+        # The detector converter bakes the normalisation into the input quantization itself (scale 2/255, zero
+        # point 127 for (p - 127.5) / 127.5): the tensor's integers are the raw pixels, up to rounding.
+        pre = manifest.preprocess
+        normalised = np.stack([(pixels - m) / s for m, s in zip(pre.mean, pre.std, strict=True)], axis=-1)
+        identity = pixels if dtype == "uint8" else pixels - 128
+        if np.abs(normalised / scale + zero_point - identity[:, None]).max() <= 1.0:
+            return ("direct" if dtype == "uint8" else "xor"), None
     if manifest is not None:
         pre = manifest.preprocess
         real = (
@@ -299,6 +334,7 @@ def open_model(
     threads: int = 0,
     task: str = "auto",
     labels: str = "",
+    downscale: Downscale | None = None,
     **kwargs: Any,
 ) -> DeviceModel:
     """Everything from a model argument to a model ready for frames.
@@ -309,6 +345,7 @@ def open_model(
         threads: CPU threads (0: all cores).
         task: ``auto``, ``classify`` or ``detect``.
         labels: a labels file overriding the manifest's.
+        downscale: how frames are shrunk, instead of the model's own (see `DeviceModel`).
         **kwargs: passed to `edgekit.device.runtime.make_interpreter` (``probe``, ``fallback_cpu``).
 
     Returns:
@@ -328,7 +365,7 @@ def open_model(
         label_file = read_label_file(labels)
     elif manifest is not None and manifest.labels and (path.parent / manifest.labels).is_file():
         label_file = read_label_file(path.parent / manifest.labels)
-    loaded = DeviceModel(interpreter, path, task, manifest, label_file, str(labels or "labels"))
+    loaded = DeviceModel(interpreter, path, task, manifest, label_file, str(labels or "labels"), downscale)
     if on_tpu:
         loaded.device_state = {"device": str(device), "active": "cpu" if fallback_reasons else "edgetpu"}
         if fallback_reasons:

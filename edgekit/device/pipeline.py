@@ -17,11 +17,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from edgekit.device.model import DeviceModel
+from edgekit.device.motion import Busy, MotionGate, MotionSettings
 from edgekit.device.sinks.base import Sink
 from edgekit.device.sources.base import Frame, Source
 from edgekit.device.tasks.classify import Classifier
@@ -44,6 +45,7 @@ class Settings:
     frames: int = 0
     only_changes: bool = False
     stats_interval: float = 10.0
+    motion: MotionSettings | None = None  # motion gating (`edgekit.device.motion`); None: every frame is inferred
 
 
 class FrameTap(Protocol):
@@ -55,12 +57,45 @@ class FrameTap(Protocol):
 
     def offer(self, frame: Frame, result: Mapping[str, Any], geometry: Geometry) -> None: ...
 
+    def offer_event(self, record: Mapping[str, Any]) -> None:
+        """An event or snapshot record (`edgekit.device.events`), after the sinks got it; O(1) as well."""
+        ...
+
+
+class EventStage(Protocol):
+    """What turns results into event records (`edgekit.device.events.stage.DetectionEvents` for detectors,
+    `edgekit.device.events.classify.ClassEvents` for classifiers).
+
+    ``observe`` runs in the frame loop with each result record (which it may amend: filtered detections out,
+    ``track_id`` in) and returns the event records to send; ``skipped`` is told of each frame motion gating
+    skipped; ``finish`` ends what is open when the run ends.
+    """
+
+    @property
+    def needs_frames(self) -> bool: ...
+
+    def observe(self, record: dict[str, Any], frame: Frame, geometry: Geometry) -> list[dict[str, Any]]: ...
+
+    def skipped(self, frame: Frame) -> list[dict[str, Any]]: ...
+
+    def finish(self) -> list[dict[str, Any]]: ...
+
+    def has_active_objects(self) -> bool: ...
+
+
+@runtime_checkable
+class SnapshotSink(Protocol):
+    """A sink that also takes event snapshots (JPEG bytes): the MQTT sink. Others get no snapshot records."""
+
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None: ...
+
 
 class ChangeFilter:
     """Wraps a data sink so it only gets results whose content changed (``--only-changes``).
 
     "Changed" means: another top class (classification), or another multiset of detected class ids
-    (detection). Stats always pass. Sinks that must see every frame (the systemd notifier) are not wrapped.
+    (detection). Stats and records that are not results (events) always pass. Sinks that must see every frame
+    (the systemd notifier) are not wrapped.
     """
 
     def __init__(self, sink: Sink) -> None:
@@ -77,6 +112,9 @@ class ChangeFilter:
         return tuple(sorted(d["id"] for d in record["detections"]))
 
     def publish_result(self, record: Mapping[str, Any]) -> None:
+        if record.get("type") != "result":
+            self.sink.publish_result(record)
+            return
         key = self.key(record)
         if key == self._last:
             self.suppressed += 1
@@ -384,6 +422,9 @@ class Pipeline:
             notifier: it must see results flow to feed the watchdog).
         taps: offered every processed frame with its result (the preview server), see `FrameTap`.
         replicas: more loaded copies of ``model`` (own interpreters) for parallel streams; none: one stream.
+        busy: with ``settings.motion``, what tells the gate an object is tracked; none: ``events`` (the tracker).
+        events: the event stage (tracking, zones, events) fed with each result; its event records go to the
+            data sinks after the result (not to observers).
     """
 
     def __init__(
@@ -395,17 +436,24 @@ class Pipeline:
         observers: Sequence[Sink] = (),
         taps: Sequence[FrameTap] = (),
         replicas: Sequence[DeviceModel] = (),
+        *,
+        busy: Busy | None = None,
+        events: EventStage | None = None,
     ) -> None:
         self.model = model
+        self.events = events
         self.replicas = list(replicas)
         self.source = source
         self.settings = settings
         self.data_sinks: list[Sink] = [ChangeFilter(s) if settings.only_changes else s for s in sinks]
+        self._snapshot_sinks = [s for s in sinks if isinstance(s, SnapshotSink)]
         self.observers = list(observers)
         self._result_sinks = [*self.data_sinks, *self.observers]  # the order records go out in
         self.taps = list(taps)
         self.stats = Stats()
         self.seq = 0
+        busy = busy if busy is not None else events
+        self.gate = MotionGate(settings.motion, busy) if settings.motion is not None else None
         self._stop = threading.Event()
         self.stop_reason = ""
         self._postprocess: Callable[[DeviceModel, Geometry], tuple[list[dict[str, Any]], str]] = (
@@ -453,22 +501,34 @@ class Pipeline:
         """
         settings = self.settings
         self._next_stats = time.monotonic() + settings.stats_interval if settings.stats_interval > 0 else math.inf
-        # Pacing and parallel streams exclude each other (the daemon refuses both at once).
-        results = self._parallel() if self.replicas and settings.max_fps <= 0 else self._sequential()
+        # Pacing, motion gating and parallel streams exclude each other (the plan refuses them together).
+        parallel = self.replicas and settings.max_fps <= 0 and self.gate is None
+        results = self._parallel() if parallel else self._sequential()
+        reason = ""
         try:
             for result in results:
-                self._emit(result)
+                if isinstance(result, Inferred):
+                    self._emit(result)
+                else:
+                    self._skipped(result)
                 if self._after_frame():
-                    return "frames"
+                    reason = "frames"
+                    break
+            if self.events is not None:
+                for event in self.events.finish():  # the objects still in view: their events end with the run
+                    self._send_event(event)
         except BrokenPipeError:
             logger.info("stdout was closed; stopping")
             return "closed"
         finally:
             results.close()  # stops the producer's threads (its own finally)
-        return (self.stop_reason or "stop") if self._stop.is_set() else "end"
+        return reason or ((self.stop_reason or "stop") if self._stop.is_set() else "end")
 
-    def _sequential(self) -> Generator[Inferred, None, None]:
-        """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn."""
+    def _sequential(self) -> Generator[Inferred | Frame, None, None]:
+        """One interpreter: each frame is prepared (or taken prepared), invoked and postprocessed in turn.
+
+        A frame the motion gate skips comes out as it is (a `Frame`), so stats stay on time on a still scene.
+        """
         period = 1.0 / self.settings.max_fps if self.settings.max_fps > 0 else 0.0
         next_due = time.monotonic()
         # Ordered sources (files, folders) are prepared one frame ahead on a second thread; live ones and paced
@@ -476,6 +536,7 @@ class Pipeline:
         prefetch = Prefetcher(self.source, self.model, self._stop) if self._use_prefetch() else None
         frames = iter(self.source) if prefetch is None else None
         model = self.model
+        gate = self.gate
         try:
             while not self._stop.is_set():
                 if period:
@@ -490,6 +551,9 @@ class Pipeline:
                     if item is None or self._stop.is_set():
                         return
                     frame, image, geometry, prepared_s = item
+                    if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        yield frame
+                        continue
                     t1 = time.monotonic()
                     model.load_prepared(image)
                     t2 = time.monotonic()
@@ -500,6 +564,9 @@ class Pipeline:
                     if taken is None or self._stop.is_set():
                         return
                     frame = taken
+                    if gate is not None and not gate.wants(frame.image, frame.color, frame.monotonic):
+                        yield frame
+                        continue
                     t1 = time.monotonic()
                     geometry = model.set_input(frame.image, frame.color)
                     t2 = prepared = time.monotonic()
@@ -520,7 +587,7 @@ class Pipeline:
             self._postprocess,
             self._stop,
             self.settings.frames,
-            keep_images=bool(self.taps),
+            keep_images=bool(self.taps) or (self.events is not None and self.events.needs_frames),
         )
         try:
             while not self._stop.is_set():
@@ -565,10 +632,19 @@ class Pipeline:
                 "total": _ms(r.done - r.asked),
             },
         }
+        events = self.events.observe(record, r.frame, r.geometry) if self.events is not None else ()
         self._send(record, result=True)
+        for event in events:
+            self._send_event(event)
         for tap in self.taps:
             tap.offer(r.frame, record, r.geometry)
         self.stats.add(r.inference_ms, (time.monotonic() - r.frame.monotonic) * 1000)
+
+    def _skipped(self, frame: Frame) -> None:
+        """A frame the motion gate skipped: no record, but it still counts towards a class event's hold."""
+        if self.events is not None:
+            for event in self.events.skipped(frame):
+                self._send_event(event)
 
     def _classify(self, model: DeviceModel, geometry: Geometry) -> tuple[list[dict[str, Any]], str]:
         return self._classifier.items(model.output("scores")), "classes"
@@ -611,12 +687,36 @@ class Pipeline:
             except Exception as exc:  # one misbehaving sink must not take the camera down with it
                 logger.error("sink %s failed on a %s record: %s", sink.name, record.get("type"), exc, exc_info=exc)
 
+    def _send_event(self, record: Mapping[str, Any]) -> None:
+        """An event record to every data sink (observers such as the watchdog notifier count results only);
+        a snapshot record to the sinks that take snapshots."""
+        if record["type"] == "snapshot":
+            for snapshot_sink in self._snapshot_sinks:
+                try:
+                    snapshot_sink.publish_snapshot(record["camera"], record["label"], record["jpeg"])
+                except SinkError:
+                    raise
+                except Exception as exc:
+                    logger.error("sink failed on a snapshot: %s", exc, exc_info=exc)
+        else:
+            for sink in self.data_sinks:
+                try:
+                    sink.publish_result(record)
+                except (BrokenPipeError, SinkError):
+                    raise
+                except Exception as exc:
+                    logger.error("sink %s failed on an event record: %s", sink.name, exc, exc_info=exc)
+        for tap in self.taps:
+            tap.offer_event(record)
+
     def publish_stats(self) -> None:
         """Send a stats record to every sink and observer now."""
         counters = {s.name: s.counters() for s in self.data_sinks}
         record = self.stats.report(self.settings.camera, self.source.dropped, counters)
         if self.model.device_state:
             record["device"] = dict(self.model.device_state)
+        if self.gate is not None:
+            record["motion_skipped"] = self.gate.skipped  # frames not inferred since the start, beside "frames"
         self._send(record, result=False)
 
 

@@ -139,3 +139,23 @@ def align_labels(labels: LabelFile, task: str, num_classes: int, model: str = "t
             "give the labels file that belongs to this model"
         )
     return aligned
+
+
+def labels_for_outputs(path: str | Path, task: str, num_classes: int, model: str = "the model") -> tuple[str, ...]:
+    """The label of every class id ``0..num_classes-1``, read and aligned as `edgekit run` does (for a manifest).
+
+    Plain lines must label every class. A detector's unused ids (gaps in an ``ID label`` file or a pbtxt, as
+    in the COCO label maps) become ``n/a``, the placeholder Coral's own ``coco_labels.txt`` uses.
+
+    Raises:
+        InputError: as :func:`align_labels`, or a classifier output without a label.
+    """
+    parsed = read_label_file(path)
+    aligned = align_labels(parsed, task, num_classes, model)
+    missing = [i for i in range(num_classes) if i not in aligned]
+    if missing and (task != "detect" or parsed.format == "lines"):
+        raise InputError(
+            f"{path}: no label for output {missing[0]} (labels for {num_classes - len(missing)} of {num_classes} "
+            "outputs); give every output a label"
+        )
+    return tuple(aligned.get(i, "n/a") for i in range(num_classes))

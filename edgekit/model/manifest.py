@@ -13,12 +13,12 @@ from edgekit.errors import InputError, ModelError
 
 MANIFEST_NAME = "edgekit.json"
 FORMAT = "edgekit-model"
-VERSION = 2  # the newest this edgekit reads; a manifest says the lowest that reads it right (see to_json)
+VERSION = 3  # the newest this edgekit reads; a manifest says the lowest that reads it right (see to_json)
 
 Task = Literal["classify", "detect"]
 ResizePolicy = Literal["stretch", "center_crop", "letterbox"]
-Downscale = Literal["area", "pyramid"]
-DOWNSCALES = ("area", "pyramid")
+Downscale = Literal["area", "pyramid", "bilinear"]
+DOWNSCALES = ("area", "pyramid", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,13 @@ class Preprocess:
     images by the very same function, `edgekit.model.preprocess.prepare`). ``mean``/``std`` are in 0..255 pixel
     units; when ``baked`` is true the converted graph already applies them, so the device feeds raw pixels.
 
-    ``downscale`` is how a frame is shrunk: ``area`` is OpenCV's INTER_AREA (an exact box average; at a
-    fractional factor such as 462 -> 224 px, 0.78 ms on a 2 GHz core), ``pyramid`` is 2x2 box halvings then
-    bilinear (0.12 ms; as close to an antialiased resize, not the same pixels). A model runs with the one it
-    was calibrated with; manifests from before this field meant ``area``.
+    ``downscale`` is how a frame is shrunk: ``area`` is the box average of INTER_AREA, computed in integers so
+    that every architecture gets the same bytes (up to ~2.4x one INTER_AREA call: README, ``--downscale``),
+    ``pyramid`` is 2x2 box halvings then bilinear (faster; as close to an antialiased resize, not the same
+    pixels), ``bilinear`` is one bilinear stretch (OpenCV's ``cv2.resize`` as TF Lite's and EdjeElectronics'
+    examples do, in its exact fixed-point form; what a plain ``.tflite`` gets, see
+    `edgekit.device.model.PLAIN_PREPROCESS`). A model runs with the one it was calibrated with; manifests from
+    before this field meant ``area``.
     """
 
     policy: ResizePolicy = "stretch"
@@ -105,11 +108,11 @@ class Manifest:
         """Serialize with the format tag and version first.
 
         The version is the lowest that reads the manifest right: 1 unless it uses the ``pyramid`` downscale
-        (version 2), so a device with an older edgekit still runs the models it understands, and says "upgrade"
-        for the others instead of preprocessing them the wrong way.
+        (version 2) or ``bilinear`` (version 3), so a device with an older edgekit still runs the models it
+        understands, and says "upgrade" for the others instead of preprocessing them the wrong way.
         """
         fields = _plain(dataclasses.asdict(self))
-        version = 2 if self.preprocess.downscale != "area" else 1
+        version = {"area": 1, "pyramid": 2, "bilinear": 3}[self.preprocess.downscale]
         if version == 1:
             del fields["preprocess"]["downscale"]
         body = {"format": FORMAT, "version": version, **fields}

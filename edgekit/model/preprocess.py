@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -69,7 +70,7 @@ def plan(
             model's aspect, times ``crop_fraction``: torchvision's resize-256/crop-224 is 0.875), or
             ``letterbox`` (whole frame, aspect kept, black bars).
         crop_fraction: used by ``center_crop`` only.
-        downscale: ``area`` or ``pyramid`` (see `edgekit.model.manifest.Preprocess`).
+        downscale: ``area``, ``pyramid`` or ``bilinear`` (see `edgekit.model.manifest.Preprocess`).
     """
     src_h, src_w = source_size
     dst_h, dst_w = model_size
@@ -179,7 +180,7 @@ class Preparer:
         self._cv2 = cv2
         self.model_size = model_size
         self.preprocess = preprocess
-        self._resize = _pyramid if preprocess.downscale == "pyramid" else _area
+        self._resize = {"pyramid": _pyramid, "bilinear": _bilinear}.get(preprocess.downscale, _area)
         self._recipes: dict[tuple[int, ...], _Recipe] = {}
 
     def __call__(self, image: np.ndarray, color: ColorOrder, out: np.ndarray) -> Geometry:
@@ -188,6 +189,14 @@ class Preparer:
         Returns:
             The geometry, for mapping boxes back to the frame.
         """
+        geometry = self.resize(image, out)
+        if color == "BGR":
+            self._cv2.cvtColor(out, self._cv2.COLOR_BGR2RGB, dst=out)
+        return geometry
+
+    def resize(self, image: np.ndarray, out: np.ndarray) -> Geometry:
+        """The crop/resize part of the call, channels left in ``image``'s order (`edgekit bench --profile`
+        times it apart from the channel swap)."""
         recipe = self._recipes.get(image.shape)
         if recipe is None:
             recipe = self._recipe(image)
@@ -201,8 +210,6 @@ class Preparer:
         else:
             out.fill(0)
             self._resize(self._cv2, region, out[recipe.placed])
-        if color == "BGR":
-            self._cv2.cvtColor(out, self._cv2.COLOR_BGR2RGB, dst=out)
         return recipe.geometry
 
     def _recipe(self, image: np.ndarray) -> _Recipe:
@@ -230,14 +237,85 @@ class Preparer:
 
 
 def _area(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
-    """The ``area`` downscale: INTER_AREA when shrinking (an exact box average), bilinear when enlarging.
+    """The ``area`` downscale: each output pixel is the mean of the source area it covers, in integers.
 
-    Not the same bytes on aarch64 as on x86 (OpenCV's INTER_AREA at a fractional factor rounds in float; see
-    tests/arm64). With INTER_LINEAR_EXACT here the ImageNet fidelity test flipped a photo (one run), so it stays.
+    This is what INTER_AREA computes when shrinking, but OpenCV accumulates a fractional factor in float and
+    rounds differently on aarch64 than on x86 (+-1 in up to 0.13% of the pixels of the arm64 check's frames),
+    so the Pi would not feed the model the bytes it was calibrated on. Here the overlaps are integers (in units
+    of 1/out of a source pixel), the sums are integers and the mean is rounded half up: the same bytes on every
+    architecture, within 1 of INTER_AREA (tests/model/test_preprocess.py). An axis that grows (a frame smaller
+    than the model) is then enlarged by INTER_LINEAR_EXACT, OpenCV's fixed-point bilinear, exact too.
     """
     ph, pw = out.shape[:2]
-    interpolation = cv2.INTER_AREA if region.shape[1] > pw or region.shape[0] > ph else cv2.INTER_LINEAR
-    _into(cv2, region, out, interpolation)
+    rh, rw = region.shape[:2]
+    sh, sw = min(rh, ph), min(rw, pw)
+    if (sh, sw) == (rh, rw):
+        _into(cv2, region, out, cv2.INTER_LINEAR_EXACT)
+        return
+    if (sh, sw) == (ph, pw):
+        _box_mean(cv2, region, out)
+        return
+    shrunk = np.empty((sh, sw, region.shape[2]), np.uint8)
+    _box_mean(cv2, region, shrunk)
+    _into(cv2, shrunk, out, cv2.INTER_LINEAR_EXACT)
+
+
+@lru_cache(maxsize=32)
+def _box_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The area-average weights from ``src`` pixels down to ``dst`` (<= src), as integers.
+
+    Output pixel i covers [i*src, (i+1)*src) and source pixel j covers [j*dst, (j+1)*dst) in units of 1/dst of
+    a source pixel; the overlaps (divided by gcd(src, dst)) are the weights, and each output's sum to ``src //
+    gcd``. Returns (K, dst) source indices, (K, dst, 1) weights (zero where an output has fewer than K taps) and
+    that sum.
+    """
+    g = math.gcd(src, dst)
+    lo = np.arange(dst, dtype=np.int64) * src
+    first = lo // dst
+    taps = int(((lo + src - 1) // dst - first).max()) + 1
+    index = np.minimum(first + np.arange(taps)[:, None], src - 1)
+    j = first + np.arange(taps)[:, None]
+    overlap = np.minimum(lo + src, (j + 1) * dst) - np.maximum(lo, j * dst)
+    weights = (np.maximum(overlap, 0) // g)[:, :, None]
+    return index, weights, src // g
+
+
+def _box_axis0(rows: np.ndarray, dst: int, dtype: type[np.integer[Any]]) -> tuple[np.ndarray, int]:
+    """Weighted sums of ``rows`` ((n, m) integers) down to ``dst`` rows (see `_box_taps`), and their divisor."""
+    index, weights, total = _box_taps(rows.shape[0], dst)
+    acc = np.multiply(rows[index[0]], weights[0], dtype=dtype)
+    term = np.empty_like(acc)
+    for k in range(1, len(index)):
+        np.multiply(rows[index[k]], weights[k], out=term, dtype=dtype)
+        acc += term
+    return acc, total
+
+
+def _box_mean(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
+    """Area-average ``region`` ((h, w, 3) uint8) into ``out`` ((oh, ow, 3), oh <= h, ow <= w) in integers."""
+    (h, w, c), (oh, ow) = region.shape, out.shape[:2]
+    ty, tx = h // math.gcd(h, oh), w // math.gcd(w, ow)
+    # The narrowest integer types that cannot overflow (255 times the weights' sum), for speed.
+    first = np.int16 if 255 * tx < 2**15 else np.int32
+    second = np.int32 if 255 * ty * tx < 2**31 else np.int64
+    # Each pass gathers whole rows: the columns first, as the rows of the transposed frame (cv2.transpose is a
+    # fast exact copy), then, transposed back, the rows; the result is then already in (oh, ow, 3) order.
+    across, _ = _box_axis0(cv2.transpose(region).reshape(w, h * c), ow, first)
+    sums, _ = _box_axis0(cv2.transpose(across.reshape(ow, h, c)).reshape(h, ow * c), oh, second)
+    sums += ty * tx // 2
+    sums //= ty * tx
+    np.copyto(out, sums.reshape(oh, ow, c), casting="unsafe")
+
+
+def _bilinear(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:
+    """The ``bilinear`` downscale: one bilinear resize, as ``cv2.resize`` does by default, in its exact form.
+
+    INTER_LINEAR_EXACT is fixed-point integer arithmetic, so an aarch64 Pi gets the same bytes as x86 (plain
+    INTER_LINEAR rounds differently there, +-1 in about a fifth of the pixels; see `_pyramid`); it differs from
+    INTER_LINEAR by at most one grey level. Measured here for a 720x528 frame (2 shared cores, noisy):
+    300 px 0.27 ms INTER_LINEAR, 0.38-0.52 ms INTER_LINEAR_EXACT, 2.7-3.0 ms INTER_AREA.
+    """
+    _into(cv2, region, out, cv2.INTER_LINEAR_EXACT)
 
 
 def _pyramid(cv2: Any, region: np.ndarray, out: np.ndarray) -> None:

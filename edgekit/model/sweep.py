@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
@@ -379,6 +378,10 @@ def to_svg(report: Report, width: int = 760, height: int = 500) -> str:
     Variants without a known top-1 sit as hollow squares in a strip under the axis. Every mark carries
     ``class`` and ``data-*`` attributes so the picture can be checked by reading it back.
     """
+    # Here, not at the top: xml.sax.saxutils imports urllib.request (http, email, ...), 8 MB of RSS that
+    # `edgekit run` would carry for nothing (the CLI imports this module for `edgekit sweep`'s options).
+    from xml.sax.saxutils import escape, quoteattr
+
     left, right, top, bottom = 70, 30, 40, 110
     known = [r for r in report.rows if r.top1 is not None]
     lats = [r.best_ms for r in report.rows] + ([report.budget_ms] if report.budget_ms else [])

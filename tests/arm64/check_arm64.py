@@ -22,17 +22,20 @@ from tests.conftest import REPO, TEST_DATA
 from tests.device.mqtt_broker import Broker, Subscriber
 
 HERE = Path(__file__).resolve().parent
-VIDEO = TEST_DATA / "video" / "Megamind.avi"
-VIDEO_FRAMES = 4  # an emulated invoke is ~0.7 s
+# The real footage losslessly re-encoded (FFV1, tests/data/NOTICE.md): both OpenCV builds decode it to the same
+# pixels, so the runs compare edgekit and not the decoders. The original MPEG-4 file decodes differently on aarch64
+# from its second frame on (test_decoding_is_the_same_but_for_the_lossy_video measures by how much).
+VIDEO = TEST_DATA / "video" / "Megamind-ffv1.avi"
+LOSSY = TEST_DATA / "video" / "Megamind.avi"
+VIDEO_FRAMES = 8  # all of VIDEO; an emulated invoke is ~0.7 s
 # Pictures for the preprocessing comparison: photos and one of Coral's test images, of sizes that shrink and enlarge.
 PICTURES = [TEST_DATA / "photos" / n for n in ("HappyFish.jpg", "smarties.png", "baboon.jpg", "messi5.jpg")] + [
     TEST_DATA / "coral" / "images" / "cat.bmp"
 ]
-# Folders for the runs. Classification: Coral's three test photos and the baboon, pictures the model is sure about.
-# On a picture it is unsure of (HappyFish: two classes tied at 0.23) XNNPACK's x86 and aarch64 kernels differ by up
-# to 12 score steps and the tie breaks the other way; the reference kernels agree bit for bit (README, "Tested on").
+# Folders for the runs. Classification: Coral's three test photos, the baboon (pictures the model is sure about)
+# and HappyFish, a near tie (two classes at about 0.23) that broke the other way while the kernels disagreed.
 CLASSIFY = [TEST_DATA / "coral" / "images" / n for n in ("bird.bmp", "cat.bmp", "grace_hopper.bmp")] + [
-    TEST_DATA / "photos" / "baboon.jpg"
+    TEST_DATA / "photos" / n for n in ("baboon.jpg", "HappyFish.jpg")
 ]
 # Detection: the two photos the shape detector finds shapes in, both preprocessed to identical bytes.
 DETECT = [TEST_DATA / "photos" / n for n in ("HappyFish.jpg", "smarties.png")]
@@ -136,7 +139,7 @@ def test_inspect_of_a_converted_model_is_the_same(emulated: list[str], converted
 def preprocessed(emulated: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     folder = tmp_path_factory.mktemp("preprocess")
     frames = folder / "frames.npz"
-    args = [str(VIDEO), "3", *map(str, PICTURES)]
+    args = [str(LOSSY), str(VIDEO), "3", *map(str, PICTURES)]
     script = str(HERE / "preprocess_dump.py")
     run([sys.executable, script, str(folder / "x86.json"), str(frames), "save", *args], REPO)
     run([*emulated, script, str(folder / "arm.json"), str(frames), "load", *args], REPO)
@@ -145,12 +148,15 @@ def preprocessed(emulated: list[str], tmp_path_factory: pytest.TempPathFactory) 
     return x86, arm
 
 
-def test_pictures_decode_to_the_same_bytes(preprocessed: tuple[dict, dict]) -> None:
-    # imread is identical; the video decoder is not (frames after the first differ): the run checks below allow
-    # for that with their tolerances, and the preprocessing tests feed both architectures the same frames.
+def test_decoding_is_the_same_but_for_the_lossy_video(preprocessed: tuple[dict, dict]) -> None:
+    # imread and the FFV1 copy decode to identical bytes. The MPEG-4 original is a measured difference of OpenCV's
+    # bundled FFmpeg, not of edgekit: its first frame is the same, later ones are off by at most 2 grey levels in
+    # about 64% of the values (README, "Tested on"); the preprocessing tests feed both architectures x86's frames.
     x86, arm = preprocessed
-    for picture in PICTURES:
-        assert x86["decoded"][str(picture)] == arm["decoded"][str(picture)], picture
+    for name in [*map(str, PICTURES), *(f"{VIDEO}#{i}" for i in range(3))]:
+        assert x86["decoded"][name] == arm["decoded"][name], name
+    assert arm["off"][f"{LOSSY}#0"] == [0, 0.0]
+    assert all(arm["off"][f"{LOSSY}#{i}"][0] <= 2 for i in (1, 2)), arm["off"]
 
 
 def differing(preprocessed: tuple[dict, dict], downscale: str) -> list[str]:
@@ -164,7 +170,11 @@ def test_pyramid_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, d
     assert differing(preprocessed, "pyramid") == []
 
 
-@pytest.mark.xfail(strict=True, reason="INTER_AREA at a fractional factor: +-1 in <= 0.13% of pixels on aarch64")
+def test_bilinear_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, dict]) -> None:
+    """A plain .tflite's default (INTER_LINEAR_EXACT, fixed point): the same bytes on a Pi."""
+    assert differing(preprocessed, "bilinear") == []
+
+
 def test_area_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, dict]) -> None:
     assert differing(preprocessed, "area") == []
 
@@ -172,29 +182,47 @@ def test_area_preprocessing_gives_identical_bytes(preprocessed: tuple[dict, dict
 CORAL = TEST_DATA / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
 
 
-def compare_classify(x86: list[dict[str, Any]], arm: list[dict[str, Any]], step: float | None) -> None:
-    """Same schema and top-1 on every frame; with ``step``, every score shared by both within one step of it."""
+class ScoreDrift(AssertionError):
+    """Scores further apart than the tolerance, with the same top-1 and schema on every frame."""
+
+
+def compare_classify(x86: list[dict[str, Any]], arm: list[dict[str, Any]], step: float, steps: int) -> None:
+    """Same schema and top-1 on every frame (AssertionError), and every score shared by both within ``steps`` of
+    ``step`` (ScoreDrift, raised only once the rest held on every frame)."""
     assert len(x86) == len(arm) > 0
+    worst: tuple[float, Any] = (0.0, None)
     for a, b in zip(x86, arm, strict=True):
         assert schema(a) - {".timing_ms"} == schema(b) - {".timing_ms"}
         assert a["frame"] == b["frame"]
         assert a["classes"][0]["id"] == b["classes"][0]["id"], (a["frame"], a["classes"], b["classes"])
         scores = {c["id"]: c["score"] for c in b["classes"]}
         for c in a["classes"]:
-            if step is not None and c["id"] in scores:
-                assert abs(c["score"] - scores[c["id"]]) <= step + 1e-4, (a["frame"], a["classes"], b["classes"])
+            if c["id"] in scores and abs(c["score"] - scores[c["id"]]) > worst[0]:
+                worst = (abs(c["score"] - scores[c["id"]]), (a["frame"], a["classes"], b["classes"]))
+    if worst[0] > steps * step + 1e-4:
+        raise ScoreDrift(f"{worst[0] / step:.1f} steps apart (tolerance {steps}): {worst[1]}")
 
 
-# (model, source, scores within one step on which frames). The video decoder gives aarch64 other pixels from the
-# second frame on (test_pictures_decode_to_the_same_bytes), so only frame 0 has the same input there. edgekit's own
-# conversion comes out of XNNPACK up to a few steps apart on the two architectures (Coral's model: one step).
-RUNS = [("coral", "pictures", "all"), ("coral", "video", "first"), ("converted", "pictures", "none"),
-        ("converted", "video", "none")]  # fmt: skip
+# Score tolerance in output steps, with identical input: one, the issue's. edgekit's conversion meets it (measured:
+# every layer's output identical). It used to be up to 9: its baked normalisation was an int8 MUL, the one op
+# XNNPACK rounds differently on aarch64; it is a 1x1 depthwise convolution now (edgekit/convert/quantize.py).
+# Coral's model, which edgekit did not make, runs on XNNPACK's uint8 kernels and does not: with the bilinear
+# stretch a plain .tflite gets, byte-identical input gave scores 7 steps apart on the pictures and 3 on the video
+# (CI run of 2026-12-02; 1-2 with area input). Same top-1 everywhere, asserted; the drift is a known failure.
+TOLERANCE = {"coral": 1, "converted": 1}
+CORAL_DRIFT = pytest.mark.xfail(
+    strict=True, raises=ScoreDrift, reason="Coral's uint8 model under XNNPACK: up to 7 steps apart on aarch64"
+)
+RUNS = [
+    pytest.param(model, source, marks=[CORAL_DRIFT] if model == "coral" else [])
+    for model in TOLERANCE
+    for source in ("pictures", "video")
+]
 
 
-@pytest.mark.parametrize(("model", "source", "within_a_step"), RUNS)
+@pytest.mark.parametrize(("model", "source"), RUNS)
 def test_run_classifies_like_x86_to_stdout_and_mqtt(
-    emulated: list[str], converted: Path, model: str, source: str, within_a_step: str, broker: Broker, tmp_path: Path
+    emulated: list[str], converted: Path, model: str, source: str, broker: Broker, tmp_path: Path
 ) -> None:
     sub = Subscriber(broker.port, "cams/#", client_id="arm64-watcher")
     if source == "video":
@@ -211,10 +239,7 @@ def test_run_classifies_like_x86_to_stdout_and_mqtt(
     assert sub.wait_for(lambda: len(sub.payloads("cams/pi/result")) == len(results), 20)
     sub.close()
     assert sub.payloads("cams/pi/result") == results  # the MQTT sink published what stdout printed
-    step = output_step(path)
-    compare_classify(x86, results, step if within_a_step == "all" else None)
-    if within_a_step == "first":
-        compare_classify(x86[:1], results[:1], step)
+    compare_classify(x86, results, output_step(path), TOLERANCE[model])
 
 
 def test_run_detects_like_x86(emulated: list[str], tmp_path: Path) -> None:

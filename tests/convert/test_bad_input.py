@@ -8,6 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
+from edgekit.errors import InputError
+from edgekit.model.labels import labels_for_outputs
 
 
 def _convert(args: list[str]) -> tuple[int, str]:
@@ -117,9 +119,21 @@ def test_label_count_mismatch(tmp_path: Path, small_keras: Path, calib_dir: Path
     )
     assert code == 2
     assert output == (
-        f"Error: --labels {labels}: 2 labels, but the model has 5 outputs; give one label per line, in output order\n"
+        f"Error: {labels}: 2 labels but {small_keras} has 5 outputs; give the labels file that belongs to this model\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_labels_in_the_formats_run_reads(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("0 tabby cat\n1: dog\n2, fish\n")
+    assert labels_for_outputs(str(ids), "classify", 3, "m.keras") == ("tabby cat", "dog", "fish")
+    ids.write_text("0 cat\n2 fish\n")
+    with pytest.raises(InputError, match=r"ids.txt: no label for output 1 \(labels for 2 of 3 outputs\)"):
+        labels_for_outputs(str(ids), "classify", 3, "m.keras")
+    coral = Path(__file__).resolve().parents[1] / "data" / "coral" / "imagenet_labels.txt"
+    labels = labels_for_outputs(str(coral), "classify", 1001, "mobilenet_v2")
+    assert labels[0] == "background" and labels[286] == "Egyptian cat"
 
 
 def test_checkpoint_of_another_architecture(tmp_path: Path, calib_dir: Path) -> None:

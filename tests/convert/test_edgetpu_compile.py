@@ -1,4 +1,4 @@
-"""`compile_for_edgetpu` with a STAND-IN `edgetpu_compiler` (a script written here, not Coral's compiler).
+"""`compile_for_edgetpu` with a STAND-IN `edgetpu_compiler` (tests/tools/edgetpu_stand_in.py, not Coral's compiler).
 
 The stand-in prints Coral's documented console output and writes the documented operation log; which ops it maps
 is decided by the test (EDGETPU_STANDIN_CPU_OPS) so that both the success and the refusal paths are exercised.
@@ -7,9 +7,6 @@ is decided by the test (EDGETPU_STANDIN_CPU_OPS) so that both the success and th
 from __future__ import annotations
 
 import json
-import os
-import stat
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,83 +15,8 @@ import pytest
 from edgekit.convert.edgetpu import compile_for_edgetpu, parse_compiler_log, require_full_tpu
 from edgekit.errors import InputError, QualityGateError
 from edgekit.model.tflite import op_histogram, read_model
-from tests.tools.edgetpu_stand_in import compiled_model
-
-STAND_IN = r"""#!{python}
-# STAND-IN for Coral's edgetpu_compiler (tests only): prints the documented output for a real .tflite.
-import os, sys
-sys.path[:0] = {paths!r}
-from pathlib import Path
-from edgekit.model.tflite import read_model, op_histogram
-from tests.tools.edgetpu_stand_in import compiled_model
-
-args = sys.argv[1:]
-out_dir = Path(args[args.index("-o") + 1]) if "-o" in args else Path.cwd()
-model_path = Path(args[-1])
-print("Edge TPU Compiler version 16.0.384591198")
-if os.environ.get("EDGETPU_STANDIN_FAIL"):
-    print("ERROR: Didn't find op for builtin opcode 'CONV_2D' version '6'. An older version of this builtin might "
-          "be supported. Are you using an old TFLite binary with a newer model?")
-    print("")
-    print("ERROR: Registration failed.")
-    print("")
-    print("Invalid model: " + str(model_path))
-    print("Model could not be parsed")
-    sys.exit(1)
-model = read_model(model_path)
-cpu_names = set(filter(None, os.environ.get("EDGETPU_STANDIN_CPU_OPS", "").split(",")))
-rows = []
-for name, count in op_histogram(model).items():
-    if name in cpu_names or name == "TFLite_Detection_PostProcess":
-        shown = "CUSTOM" if name == "TFLite_Detection_PostProcess" else name
-        rows.append((shown, count, "Operation is working on an unsupported data type"))
-    else:
-        rows.append((name, count, "Mapped to Edge TPU"))
-on_tpu = sum(c for _, c, s in rows if s == "Mapped to Edge TPU")
-on_cpu = sum(c for _, c, s in rows if s != "Mapped to Edge TPU")
-stem = model_path.stem + "_edgetpu"
-compiled_model(model_path, out_dir / (stem + ".tflite"))
-table = ["Operator                       Count      Status", ""]
-table += ["%-30s %-10d %s" % row for row in rows]
-(out_dir / (stem + ".log")).write_text(
-    "Edge TPU Compiler version 16.0.384591198\nInput: %s\nOutput: %s.tflite\n\n" % (model_path.name, stem)
-    + "\n".join(table) + "\n")
-print("\nModel compiled successfully in 352 ms.\n")
-print("Input model: " + str(model_path))
-print("Input size: 4.79KiB")
-print("Output model: " + str(out_dir / (stem + ".tflite")))
-print("On-chip memory used for caching model parameters: 12.25KiB")
-print("On-chip memory remaining for caching model parameters: 7.98MiB")
-print("Off-chip memory used for streaming uncached model parameters: 0.00B")
-print("Number of Edge TPU subgraphs: 1")
-print("Total number of operations: %d" % (on_tpu + on_cpu))
-print("Operation log: " + stem + ".log")
-if on_cpu:
-    print("\nModel successfully compiled but not all operations are supported by the Edge TPU. A percentage of the "
-          "model will instead run on the CPU, which is slower.")
-    print("Number of operations that will run on Edge TPU: %d" % on_tpu)
-    print("Number of operations that will run on CPU: %d" % on_cpu)
-print("\n" + "\n".join(table))
-print("Compilation child process completed within timeout period.")
-print("Compilation succeeded! ")
-"""
 
 SSD = Path(__file__).resolve().parents[1] / "data" / "ssdlite_shapes_int8.tflite"
-
-
-@pytest.fixture
-def stand_in_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Put the stand-in `edgetpu_compiler` first on PATH."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "edgetpu_compiler"
-    repo = str(Path(__file__).resolve().parents[2])
-    script.write_text(STAND_IN.replace("{python}", sys.executable).replace("{paths!r}", repr([repo])))
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("EDGETPU_STANDIN_FAIL", raising=False)
-    monkeypatch.delenv("EDGETPU_STANDIN_CPU_OPS", raising=False)
-    return script
 
 
 @pytest.fixture
@@ -202,7 +124,6 @@ RESHAPE                        2          More than one subgraph is not supporte
     assert log.mapped == 64 and log.cpu == 3
     assert [(r.op, r.count) for r in log.cpu_rows()] == [("CUSTOM", 1), ("RESHAPE", 2)]
     assert log.cpu_rows()[1].status == "More than one subgraph is not supported"
-    _ = compiled_model  # the stand-in module is shared with the script above
 
 
 def test_every_conversion_reports_the_preflight(converted: tuple[Path, dict]) -> None:

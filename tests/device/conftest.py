@@ -49,6 +49,14 @@ def ssd_model(model_root: Path, calibration_photos: list[Path]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shape_detector_dir(data_dir: Path) -> Path:
+    """A real converted SSDLite detector of circles, squares and triangles (trained and converted once, cached)."""
+    from tests.device.moving_scenes import converted_shape_detector
+
+    return converted_shape_detector(data_dir)
+
+
+@pytest.fixture(scope="session")
 def video(data_dir: Path) -> Path:
     """The real 270-frame 720x528 MJPEG video."""
     return data_dir / "video" / "Megamind.avi"

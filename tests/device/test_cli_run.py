@@ -175,6 +175,30 @@ def test_bench_prints_both_columns(runner: CliRunner, classifier_dir: Path) -> N
     assert result.output.splitlines()[2].split()[-1] == "30"  # the "frames" row, pipeline column
 
 
+@pytest.mark.parametrize("source", ["video", "camera", "folder"])
+def test_bench_profile_shows_where_a_frames_time_goes(
+    runner: CliRunner, data_dir: Path, video: Path, source: str
+) -> None:
+    """A detector edgekit did not convert, the real video as a file, a 30 fps camera and a folder of JPEGs."""
+    model = data_dir / "ssdlite_shapes_int8.tflite"
+    args = ["bench", str(model), "--profile", "--video", str(video), "--frames", "40", "--source", source]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[2:13]}
+    stages = ["decode", "colour", "resize", "set_tensor", "invoke", "outputs", "postprocess", "record", "encode"]
+    assert list(rows) == [*stages, "publish", "sum"]
+    p50 = {name: float(rows[name][1]) for name in [*stages, "publish"]}
+    assert all(v >= 0 for v in p50.values()) and p50["invoke"] > 0
+    assert abs(sum(p50.values()) - float(rows["sum"][1])) < 0.01
+    assert lines[4].endswith("crop + resize (bilinear)")  # a plain .tflite's default
+    assert lines[0].endswith(", 40 frames") or source == "camera"  # a camera's frames not taken in time are dropped
+    streams = "1 stream" if source == "camera" else "2 streams"  # as edgekit run: a live source keeps one
+    assert f"pipeline (as edgekit run, {streams})" in lines[13]
+    dropped = int(lines[14].split()[-1])
+    assert dropped == 0 or source == "camera"
+
+
 def test_a_closed_stdout_pipe_ends_the_run_quietly(classifier_dir: Path, video: Path) -> None:
     # `edgekit run ... | head -n 2`: the reader leaves, the run ends with 0 and no "Exception ignored" noise.
     run = subprocess.Popen(

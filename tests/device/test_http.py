@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -257,21 +258,35 @@ def test_counters_keep_counting_across_a_reload(running: tuple[str, Pipeline], c
     assert json.loads(_get(base + "/api/status")[2])["result"]["seq"] < after["edgekit_frames_total"]
 
 
-def test_page_in_headless_chromium(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def preview_in_chromium(command: list[str], port: int) -> Iterator[cdp.Browser]:
+    """Start `edgekit run` (``command``, serving --http on ``port``), open its page in headless chromium; at the
+    end close the browser, stop the run with SIGTERM and check it exited 0. Skips without chromium."""
     binary = cdp.find_chromium()
     if binary is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    port = _free_port()
     base = f"http://127.0.0.1:{port}/"
-    # The real command line, as a user starts it.
-    command = [sys.executable, "-m", "edgekit", "run", "--model", str(classifier_dir), "--source", str(video)]
-    command += ["--max-fps", "12", "--sink", "file:" + os.devnull, "--http", f"127.0.0.1:{port}", "--http-fps", "5"]
     run = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
     browser = None
     try:
         _wait_for(lambda: _reachable(base), what="the preview server")
         browser = cdp.Browser(binary)
         browser.call("Page.navigate", url=base)
+        yield browser
+    finally:
+        if browser is not None:
+            browser.close()
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=20)
+    assert run.returncode == 0, stderr.decode()[-2000:]
+
+
+def test_page_in_headless_chromium(classifier_dir: Path, video: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    # The real command line, as a user starts it.
+    command = [sys.executable, "-m", "edgekit", "run", "--model", str(classifier_dir), "--source", str(video)]
+    command += ["--max-fps", "12", "--sink", "file:" + os.devnull, "--http", f"127.0.0.1:{port}", "--http-fps", "5"]
+    with preview_in_chromium(command, port) as browser:
         stream_loaded = "document.getElementById('stream').complete && document.getElementById('stream').naturalWidth"
         assert _wait_for(lambda: browser.evaluate(stream_loaded), what="the stream") == 720
         frame_text = "document.getElementById('frame').textContent"
@@ -298,12 +313,6 @@ def test_page_in_headless_chromium(classifier_dir: Path, video: Path, tmp_path: 
         assert image.shape[1] == 1280 and image.shape[0] > 500
         assert image.std() > 20 and len(np.unique(image.reshape(-1, 3), axis=0)) > 1000, "blank screenshot"
         assert browser.errors == [], browser.errors
-    finally:
-        if browser is not None:
-            browser.close()
-        run.send_signal(signal.SIGTERM)
-        _, stderr = run.communicate(timeout=20)
-    assert run.returncode == 0, stderr.decode()[-2000:]
 
 
 def _reachable(url: str) -> bool:

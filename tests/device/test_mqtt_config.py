@@ -225,3 +225,18 @@ def test_home_assistant_templates_render_real_records(task: str) -> None:
         assert rendered["count"] == ("2", "0")
     else:
         assert "count" not in rendered
+
+
+def test_zone_occupancy_templates_render_the_retained_counts() -> None:
+    import jinja2  # the dev extra
+
+    from edgekit.device.sinks.mqtt import zone_discovery_configs
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    (occ_topic, occupancy), (count_topic, count) = zone_discovery_configs("ha", "p", "pi 3", "yard", "drive", "car")
+    assert occ_topic == "ha/binary_sensor/edgekit_pi_3/yard_drive_car_occupancy/config"
+    assert count_topic == "ha/sensor/edgekit_pi_3/yard_drive_car_count/config"
+    assert occupancy["state_topic"] == count["state_topic"] == "p/yard/drive/car"
+    template = env.from_string(occupancy["value_template"])
+    assert [template.render(value=v) for v in ("0", "1", "3")] == ["OFF", "ON", "ON"]
+    assert "value_template" not in count  # the count is the payload itself

@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from edgekit.cli import cli
 from edgekit.config import dump_toml
 
+DETECTOR = Path(__file__).resolve().parents[1] / "data" / "ssdlite_shapes_int8.tflite"
+
 
 def _rules(tmp: str) -> list[tuple[str, dict[str, dict[str, Any]], str]]:
     """(rule, config changes, the message's distinctive part). ``{tmp}`` is a per-test folder."""
@@ -100,6 +102,20 @@ def _rules(tmp: str) -> list[tuple[str, dict[str, dict[str, Any]], str]]:
             {"run": {"sinks": ["mqtt://h/x"]}, "mqtt": {"password_file": f"{tmp}/pw"}},
             "an MQTT password is set but no user",
         ),
+        ("class_events", {"run": {"class_events": -1}}, "key 'run.class_events' must be 0 (off) or more frames"),
+        ("class_event_step", {"run": {"class_event_step": 0.0}}, "key 'run.class_event_step' must be above 0"),
+        (
+            "class events on a detector",
+            {"run": {"class_events": 3, "model": str(DETECTOR)}},
+            "key 'run.class_events': ssdlite_shapes_int8.tflite is a detector; class events are for classifiers",
+        ),
+        # [motion]
+        ("motion.threshold", {"motion": {"threshold": 0.0}}, "key 'motion.threshold' must be above 0 and below 255"),
+        ("motion.min_area", {"motion": {"min_area": 1.0}}, "key 'motion.min_area' must be at least 0 and below 1"),
+        ("motion.keyframe", {"motion": {"keyframe": 0.0}}, "key 'motion.keyframe' must be above 0 seconds, got 0.0"),
+        ("motion.width", {"motion": {"width": 8}}, "key 'motion.width' must be 16..640 pixels, got 8"),
+        ("motion.enabled", {"motion": {"enabled": "yes"}}, "key 'motion.enabled' must be true or false"),
+        ("motion and streams", {"run": {"streams": 2}, "motion": {"enabled": True}}, "motion gating decides frame"),
         # [http]
         ("http.listen", {"http": {"listen": "localhost"}}, "key 'http.listen' must be HOST:PORT or PORT"),
         ("http.fps", {"http": {"fps": 0.0}}, "key 'http.fps' must be above 0 and at most 60, got 0.0"),

@@ -12,6 +12,7 @@ from edgekit.convert.detect.scenes import SHAPE_CLASSES, load_photos, make_scene
 from edgekit.device.model import open_model
 from edgekit.device.tasks.detect import get_detections
 from edgekit.errors import InputError
+from edgekit.model.labels import labels_for_outputs
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SSD = DATA / "ssdlite_shapes_int8.tflite"  # edgekit's own SSDLite: circle, square, triangle (postprocess ids 0..2)
@@ -129,3 +130,16 @@ def test_classifier_label_count_must_match(tmp_path: Path) -> None:
     )
     model = open_model(CORAL / "mobilenet_v2_1.0_224_quant.tflite", threads=1, labels=str(pbtxt))
     assert model.labels[286] == "Egyptian cat"
+
+
+def test_labels_for_a_manifest_fill_a_detectors_unused_ids_only(tmp_path: Path, data_dir: Path) -> None:
+    pbtxt = tmp_path / "labelmap.pbtxt"
+    pbtxt.write_text('item { id: 1 name: "person" }\nitem { id: 3 name: "car" }\n')
+    # the TF OD API numbers real classes from 1; the postprocess op from 0; id 2 is unused
+    assert labels_for_outputs(pbtxt, "detect", 3) == ("person", "n/a", "car")
+    short = tmp_path / "short.txt"
+    short.write_text("person\nbicycle\n")
+    with pytest.raises(InputError, match=r"short.txt: no label for output 2 \(labels for 2 of 3 outputs\)"):
+        labels_for_outputs(short, "detect", 3)
+    coco = labels_for_outputs(data_dir / "coral" / "coco_labels.txt", "detect", 90)
+    assert coco[0] == "person" and len(coco) == 90

@@ -94,16 +94,53 @@ def test_pyramid_crops_are_trimmed_to_exact_halvings_and_stay_centred() -> None:
     assert plan((1080, 1920), (224, 224), "center_crop", 0.875, "area").crop == (487, 67, 945, 945)
 
 
-def test_area_is_one_inter_area_resize(photos: list[Path]) -> None:
+def overlaps(src: int, dst: int) -> np.ndarray:
+    """(dst, src) matrix: how much of source pixel j output pixel i covers, in 1/dst of a pixel (plain loops)."""
+    m = np.zeros((dst, src))
+    for i in range(dst):
+        for j in range(src):
+            m[i, j] = max(0, min((i + 1) * src, (j + 1) * dst) - max(i * src, j * dst))
+    return m
+
+
+def test_area_is_the_exact_mean_of_each_output_pixels_footprint(photos: list[Path]) -> None:
+    # The independent computation: dense overlap matrices in float64, whose sums of integers are exact, rounded
+    # half up. OpenCV's INTER_AREA (float accumulation) computes the same mean: within 1, in few pixels.
     import cv2
 
     shrunk = [image for image in map(cv2.imread, map(str, photos)) if min(image.shape[:2]) * 0.875 > 224]
     assert len(shrunk) > 10
-    for image in shrunk:
+    for image in shrunk[:6]:
         out, g = prepare(image, (224, 224), Preprocess(policy="center_crop", crop_fraction=0.875), color="BGR")
         cx, cy, cw, ch = g.crop
-        exact = cv2.resize(image[cy : cy + ch, cx : cx + cw], (224, 224), interpolation=cv2.INTER_AREA)
-        np.testing.assert_array_equal(out, exact[..., ::-1])
+        crop = image[cy : cy + ch, cx : cx + cw].astype(np.float64)
+        rows, cols = overlaps(ch, 224), overlaps(cw, 224)
+        sums = np.dstack([rows @ crop[..., c] @ cols.T for c in range(3)]).astype(np.int64)
+        total = ch * cw
+        np.testing.assert_array_equal(out, ((2 * sums + total) // (2 * total))[..., ::-1])
+        cv_area = cv2.resize(image[cy : cy + ch, cx : cx + cw], (224, 224), interpolation=cv2.INTER_AREA)
+        off = np.abs(out[..., ::-1].astype(np.int16) - cv_area)
+        assert off.max() <= 1 and (off > 0).mean() < 0.005
+
+
+def test_area_enlarges_and_mixes_with_exact_bilinear() -> None:
+    # A frame smaller than the model along one axis or both: shrink what shrinks (the box mean), then OpenCV's
+    # fixed-point bilinear for what grows; a letterbox's non-contiguous inner region is written in place.
+    import cv2
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (150, 400, 3), dtype=np.uint8)
+    out, _ = prepare(frame, (224, 224), Preprocess(policy="stretch"))
+    tall = np.empty((150, 224, 3), np.uint8)
+    prepare(frame, (150, 224), Preprocess(policy="stretch"), out=tall)
+    expected = cv2.resize(tall, (224, 224), interpolation=cv2.INTER_LINEAR_EXACT)
+    np.testing.assert_array_equal(out, expected)
+    small = frame[:100, :120]
+    boxed, g = prepare(small, (224, 224), Preprocess(policy="letterbox"))
+    px, py, pw, ph = g.placed
+    inner = cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR_EXACT)
+    np.testing.assert_array_equal(boxed[py : py + ph, px : px + pw], inner)
+    assert not boxed[:py].any() and not boxed[py + ph :].any()
 
 
 def test_shrinking_averages_away_detail_finer_than_the_output_pixels() -> None:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from edgekit.convert.detect.metrics import ImageBoxes, MapResult, mean_average_precision
 from edgekit.convert.pipeline import ConvertOptions, Extension, check_out, swap_in
 from edgekit.errors import InputError
+from edgekit.model.labels import labels_for_outputs
 from edgekit.model.manifest import (
     Downscale,
     InputSpec,
@@ -394,18 +395,9 @@ def _resolve_labels(labels: str | Path | Sequence[str] | None, num_classes: int)
     if labels is None:
         return [f"class_{i}" for i in range(num_classes)]
     if isinstance(labels, (str, Path)):
-        path = Path(labels)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read the labels file ({exc})") from None
-        while lines and not lines[-1].strip():
-            lines.pop()
-        names = [line.strip() for line in lines]
-        source = str(path)
-    else:
-        names = [str(n) for n in labels]
-        source = "labels"
+        return list(labels_for_outputs(labels, "detect", num_classes, f"the detector ({_POSTPROCESS})"))
+    names = [str(n) for n in labels]
+    source = "labels"
     if len(names) != num_classes:
         raise InputError(
             f"{source}: has {len(names)} labels but the detector's {_POSTPROCESS} declares num_classes="

@@ -7,9 +7,10 @@ PUBACK and disconnects. A message leaves the queue only when the broker has ackn
 unacknowledged ones after a reconnect (with the DUP flag), and the sender waits for those before sending newer
 ones, so order survives a broker restart and delivery is at least once.
 
-Topics: `<prefix>/<camera>/result`, `<prefix>/<camera>/stats`, `<prefix>/status` (`online`/`offline`, retained,
-`offline` also the last will). A refused CONNACK (bad credentials, not authorised) or an untrusted TLS
-certificate stops the client instead of retrying, and the next publish raises `SinkError`.
+Topics: `<prefix>/<camera>/result`, `<prefix>/<camera>/events` (event records), `<prefix>/<camera>/stats`,
+`<prefix>/status` (`online`/`offline`, retained, `offline` also the last will). A refused CONNACK (bad credentials,
+not authorised) or an untrusted TLS certificate stops the client instead of retrying, and the next publish raises
+`SinkError`.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class MqttSink:
         self._failure: SinkError | None = None
         self._first_answer = threading.Event()
         self._cameras: dict[str, str] = {}  # camera topic level -> task, for Home Assistant discovery
+        # (camera, zone, label) -> ids of the events of objects in that zone now: Home Assistant occupancy/count.
+        self._occupancy: dict[tuple[str, str, str], set[str]] = {}
         self._down_since: float | None = None
         self._failed_attempts = 0
         self._connected_at = 0.0
@@ -144,15 +147,25 @@ class MqttSink:
     # --- the Sink protocol ----------------------------------------------------------------------------------
 
     def publish_result(self, record: Mapping[str, Any]) -> None:
-        """Queue a result record for `<prefix>/<camera>/result`; returns at once.
+        """Queue a result record for `<prefix>/<camera>/result` (an event record: `<prefix>/<camera>/events`).
 
         Raises:
             SinkError: the broker refused this client for good (credentials, ACL, TLS trust).
         """
         camera = self._camera_of(record)
+        if record.get("type") == "event":
+            self._enqueue(f"{self.address.prefix}/{camera}/events", record, retain=False)
+            if self._cfg.homeassistant:
+                self._occupy(camera, record)
+            return
         if self._cfg.homeassistant and camera not in self._cameras:
             self._discover(camera, str(record.get("task", "classify")))
         self._enqueue(f"{self.address.prefix}/{camera}/result", record, retain=False)
+
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        """Queue an event's snapshot (JPEG) for `<prefix>/<camera>/<label>/snapshot`, retained."""
+        topic = f"{self.address.prefix}/{topic_level(camera) if camera else self._camera}/{topic_level(label)}/snapshot"
+        self._enqueue_payload(topic, jpeg, retain=True)
 
     def publish_stats(self, record: Mapping[str, Any]) -> None:
         """Queue a stats record for `<prefix>/<camera>/stats` (retained when `mqtt.retain`)."""
@@ -330,10 +343,37 @@ class MqttSink:
         camera = record.get("camera")
         return topic_level(str(camera)) if camera else (self._camera or "default")
 
+    def _occupy(self, camera: str, event: Mapping[str, Any]) -> None:
+        """Per zone and label, how many tracked objects are inside: retained `<prefix>/<camera>/<zone>/<label>`.
+
+        Driven by event records (their `current_zones`), so a count changes only when an object's zone does;
+        an `end` record has no current zone, so counts fall back to 0.
+        """
+        label, event_id = topic_level(str(event["label"])), str(event["id"])
+        inside = set(event.get("current_zones") or ())
+        for zone in {*inside, *(event.get("entered_zones") or ())}:
+            key = (camera, topic_level(str(zone)), label)
+            members = self._occupancy.get(key)
+            created = members is None
+            if members is None:
+                members = self._occupancy[key] = set()
+                if self._connected:
+                    self._publish_zone_discovery(*key)
+            before = len(members)
+            if zone in inside:
+                members.add(event_id)
+            else:
+                members.discard(event_id)
+            if created or len(members) != before:
+                topic = f"{self.address.prefix}/{camera}/{key[1]}/{label}"
+                self._enqueue_payload(topic, b"%d" % len(members), retain=True)
+
     def _enqueue(self, topic: str, record: Mapping[str, Any], retain: bool) -> None:
+        self._enqueue_payload(topic, jsonl.dumps(record), retain)
+
+    def _enqueue_payload(self, topic: str, payload: bytes, retain: bool) -> None:
         if self._failure is not None:
             raise self._failure
-        payload = jsonl.dumps(record)
         with self._cond:
             if self._stopping:
                 raise SinkError(f"{self.name}: the sink is closed")
@@ -461,6 +501,8 @@ class MqttSink:
             client.subscribe(f"{self._cfg.discovery_prefix.strip('/')}/status", qos=1)
             for camera, task in list(self._cameras.items()):
                 self._publish_discovery(camera, task)
+            for key in list(self._occupancy):
+                self._publish_zone_discovery(*key)
         self._first_answer.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -550,6 +592,8 @@ class MqttSink:
         if message.payload == b"online":
             for camera, task in list(self._cameras.items()):
                 self._publish_discovery(camera, task)
+            for key in list(self._occupancy):
+                self._publish_zone_discovery(*key)
 
     def _fail(self, failure: SinkError) -> None:
         # Not logged as an error here: it is raised from create() or the next publish, and the CLI prints it.
@@ -574,6 +618,63 @@ class MqttSink:
         ):
             self._publish_control(topic, json.dumps(config).encode("utf-8"), retain=True)
 
+    def _publish_zone_discovery(self, camera: str, zone: str, label: str) -> None:
+        for topic, config in zone_discovery_configs(
+            self._cfg.discovery_prefix, self.address.prefix, self._device_id, camera, zone, label
+        ):
+            self._publish_control(topic, json.dumps(config).encode("utf-8"), retain=True)
+
+
+def zone_discovery_configs(
+    discovery_prefix: str, prefix: str, device_id: str, camera: str, zone: str, label: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Home Assistant discovery for one zone and label of a camera: occupancy (binary_sensor) and count (sensor).
+
+    Both read the retained count at `<prefix>/<camera>/<zone>/<label>` that the sink keeps from event records.
+
+    Returns:
+        (config topic, config payload) pairs, to publish retained.
+    """
+    node = re.sub(r"[^A-Za-z0-9_-]", "_", f"edgekit_{device_id}")
+    obj = re.sub(r"[^A-Za-z0-9_-]", "_", f"{camera}_{zone}_{label}")
+    common = _discovery_common(prefix, device_id)
+    state = f"{prefix}/{camera}/{zone}/{label}"
+    occupancy = {
+        "name": f"{camera} {zone} {label} occupancy",
+        "device_class": "occupancy",
+        "value_template": "{{ 'ON' if value | int > 0 else 'OFF' }}",
+    }
+    count = {"name": f"{camera} {zone} {label} count", "icon": "mdi:counter", "state_class": "measurement"}
+    base = discovery_prefix.strip("/")
+    return [
+        (
+            f"{base}/binary_sensor/{node}/{obj}_occupancy/config",
+            {**occupancy, **common, "state_topic": state, "unique_id": f"{node}_{obj}_occupancy"},
+        ),
+        (
+            f"{base}/sensor/{node}/{obj}_count/config",
+            {**count, **common, "state_topic": state, "unique_id": f"{node}_{obj}_count"},
+        ),
+    ]
+
+
+def _discovery_common(prefix: str, device_id: str) -> dict[str, Any]:
+    """What every discovery config of this device says: availability, the device, the origin."""
+    node = re.sub(r"[^A-Za-z0-9_-]", "_", f"edgekit_{device_id}")
+    return {
+        "availability_topic": f"{prefix}/status",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": {
+            "identifiers": [node],
+            "name": f"edgekit {device_id}",
+            "manufacturer": "edgekit",
+            "model": "edgekit run",
+            "sw_version": __version__,
+        },
+        "origin": {"name": "edgekit", "sw_version": __version__},
+    }
+
 
 def discovery_configs(
     discovery_prefix: str, prefix: str, device_id: str, camera: str, task: str
@@ -593,21 +694,7 @@ def discovery_configs(
     node = re.sub(r"[^A-Za-z0-9_-]", "_", f"edgekit_{device_id}")
     obj = re.sub(r"[^A-Za-z0-9_-]", "_", camera)
     items = "detections" if task == "detect" else "classes"
-    device = {
-        "identifiers": [node],
-        "name": f"edgekit {device_id}",
-        "manufacturer": "edgekit",
-        "model": "edgekit run",
-        "sw_version": __version__,
-    }
-    common = {
-        "state_topic": f"{prefix}/{camera}/result",
-        "availability_topic": f"{prefix}/status",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-        "origin": {"name": "edgekit", "sw_version": __version__},
-    }
+    common = {"state_topic": f"{prefix}/{camera}/result", **_discovery_common(prefix, device_id)}
     sensors: list[tuple[str, dict[str, Any]]] = [
         (
             "label",
