@@ -197,6 +197,17 @@ def activation_stats(
     progress: Progress | None = None,
     channels: frozenset[int] = frozenset(),
 ) -> dict[int, TensorStats]:
+    """``activation_pass`` without the outputs."""
+    return activation_pass(calibrated, images, max_tail, progress, channels)[0]
+
+
+def activation_pass(
+    calibrated: bytes,
+    images: np.ndarray,
+    max_tail: float = max(CLIP_TAILS),
+    progress: Progress | None = None,
+    channels: frozenset[int] = frozenset(),
+) -> tuple[dict[int, TensorStats], np.ndarray]:
     """One interpreter pass over ``images`` keeping, per activation, its exact extreme values and counts.
 
     Each image contributes its ``4 * max_tail`` most negative and most positive values per tensor (an O(n)
@@ -212,7 +223,8 @@ def activation_stats(
         channels: tensors whose per-channel (last axis) min, max and mean are also kept.
 
     Returns:
-        tensor index -> statistics.
+        (tensor index -> statistics, the float model's outputs (N, classes): the reference a candidate is scored
+        against, without a Keras pass).
     """
     interp = interpreter(calibrated, preserve=True)
     wanted = _stats_tensors(_read(calibrated))
@@ -223,10 +235,12 @@ def activation_stats(
     cmin: dict[int, np.ndarray] = {}
     cmax: dict[int, np.ndarray] = {}
     csum: dict[int, np.ndarray] = {}
-    inp = interp.get_input_details()[0]
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    outputs = []
     for image in images:
         interp.set_tensor(inp["index"], image[None].astype(np.float32))
         interp.invoke()
+        outputs.append(interp.get_tensor(out["index"]).reshape(-1).copy())
         for i in wanted:
             try:
                 t = interp.get_tensor(i)
@@ -235,24 +249,21 @@ def activation_stats(
             v = t.reshape(-1)
             k = min(v.size - 1, max(1, int(np.ceil(4 * max_tail * v.size))))
             low = v.min()
-            if low >= 0:  # after a ReLU: no negative tail to keep (a range never goes above 0 at the bottom)
-                lows[i].append(np.array([low]))
-                highs[i].append(np.partition(v, v.size - 1 - k)[v.size - k :].copy())
-            else:
-                part = np.partition(v, (k, v.size - 1 - k))
-                lows[i].append(part[:k].copy())
-                highs[i].append(part[v.size - k :].copy())
+            # after a ReLU: no negative tail to keep (a range never goes above 0 at the bottom)
+            lows[i].append(np.array([low]) if low >= 0 else _top(v, k, largest=False))
+            highs[i].append(_top(v, k))
             sizes[i] += v.size
             nonzero[i] += int(np.count_nonzero(v))
             if i in channels:
                 per = t.reshape(-1, t.shape[-1])
-                lo, hi, total = per.min(axis=0), per.max(axis=0), per.mean(axis=0, dtype=np.float64)
+                # a float32 sum per image (its rounding is far below what bias correction can use), float64 across
+                lo, hi, total = per.min(axis=0), per.max(axis=0), per.sum(axis=0).astype(np.float64) / len(per)
                 cmin[i] = np.minimum(cmin[i], lo) if i in cmin else lo
                 cmax[i] = np.maximum(cmax[i], hi) if i in cmax else hi
                 csum[i] = csum[i] + total if i in csum else total
         if progress is not None:
             progress(1)
-    return {
+    stats = {
         i: TensorStats(
             np.sort(np.concatenate(lows[i])),
             np.sort(np.concatenate(highs[i])),
@@ -266,6 +277,33 @@ def activation_stats(
         for i in wanted
         if sizes[i]
     }
+    return stats, np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def _top(v: np.ndarray, k: int, largest: bool = True) -> np.ndarray:
+    """The ``k`` largest (or smallest) values of ``v``, in any order, exactly, without partitioning all of ``v``.
+
+    A threshold read off a 1-in-31 sample keeps about ``3k`` candidates (``12k`` on a second try); only when
+    both keep fewer than ``k`` is the whole vector partitioned. (31 is prime: a stride of 32 would sample the
+    same few channels of a channels-last tensor.) When many values sit at one extreme (a ReLU6 cap), ``k``
+    copies of it are the answer. Either way the result is the true top ``k``.
+    """
+    if v.size >= 31 * 64 and 12 * k < v.size:
+        sample = v[::31]
+        for share in (3, 12):
+            r = min(sample.size - 1, (share * k) // 31)
+            if largest:
+                kept = v[v >= np.partition(sample, sample.size - 1 - r)[sample.size - 1 - r]]
+            else:
+                kept = v[v <= np.partition(sample, r)[r]]
+            if kept.size < k:
+                continue
+            if kept.size > 8 * k:
+                end = kept.max() if largest else kept.min()
+                if np.count_nonzero(kept == end) >= k:
+                    return np.full(k, end, dtype=v.dtype)
+            return np.partition(kept, kept.size - k)[kept.size - k :] if largest else np.partition(kept, k - 1)[:k]
+    return np.partition(v, v.size - k)[v.size - k :].copy() if largest else np.partition(v, k - 1)[:k].copy()
 
 
 def merge_stats(a: dict[int, TensorStats], b: dict[int, TensorStats]) -> dict[int, TensorStats]:
@@ -368,14 +406,22 @@ class Candidate:
     mean_abs_dp: float
     kl: float  # mean KL divergence of the int8 outputs from the float ones (nats): the fine-grained score
     model: bytes = field(repr=False)
+    scored: int = 0  # held-out images scored; fewer than all when it was stopped as certain to lose
+    stopped: str = ""  # why it was stopped early
 
     def beats(self, other: Candidate, floor: Candidate) -> bool:
         """Closer to the float model than ``other`` (lower mean KL), and not below ``floor``'s agreement counts.
 
         The counts on a few dozen held-out images move by one on a single near-tie; the KL divergence over every
-        image and class is the steadier measure of "helps", the counts are the guarantee.
+        image and class is the steadier measure of "helps", the counts are the guarantee. A candidate stopped
+        early was certain to fail one of these on the images it was not run on.
         """
-        return self.kl < other.kl and self.agree >= floor.agree and self.confident_agree >= floor.confident_agree
+        return (
+            not self.stopped
+            and self.kl < other.kl
+            and self.agree >= floor.agree
+            and self.confident_agree >= floor.confident_agree
+        )
 
 
 @dataclass(frozen=True)
@@ -408,6 +454,9 @@ class Search:
         out = {}
         for t in self.trials:
             label = "all steps together" if t.step == "together" else STEP_NAMES[t.step]
+            if t.tried.stopped:
+                out[f"step: {label}"] = f"dropped: {t.tried.stopped} after {t.tried.scored} of {self.select_images}"
+                continue
             out[f"step: {label}"] = (
                 f"{'kept' if t.kept else 'dropped'}: {_signed(t.tried.agree - t.base.agree)} top-1, "
                 f"{_signed(t.tried.confident_agree - t.base.confident_agree)} confident "
@@ -430,9 +479,11 @@ class Search:
         rows = {"split": f"fit on {self.fit_images} calibration images, chosen on {self.select_images} held out"}
         for c in self.candidates:
             mark = " (chosen)" if c is self.chosen else ""
+            seen = f"{c.scored} of {self.select_images}" if c.stopped else str(self.select_images)
             rows[f"candidate: {c.name}"] = (
-                f"top-1 {c.agree}/{self.select_images}, confident {c.confident_agree}/{c.confident}, "
+                f"top-1 {c.agree}/{seen}, confident {c.confident_agree}/{c.confident}, "
                 f"KL {c.kl:.5f}, mean |dp| {c.mean_abs_dp:.5f}{mark}"
+                + (f" (stopped: {c.stopped}, it cannot win)" if c.stopped else "")
             )
         rows.update(self.gains())
         return rows
@@ -442,38 +493,79 @@ def _signed(n: int) -> str:
     return f"{n:+d}"
 
 
-def _score(name: str, steps: tuple[str, ...], model: bytes, images: np.ndarray, reference: np.ndarray) -> Candidate:
+def _score(
+    name: str,
+    steps: tuple[str, ...],
+    model: bytes,
+    images: np.ndarray,
+    reference: np.ndarray,
+    against: tuple[Candidate, Candidate] | None = None,
+    order: np.ndarray | None = None,
+    chunk: int = 8,
+) -> tuple[Candidate, np.ndarray]:
+    """Score ``model`` on the held-out images; with ``against=(base, floor)``, stop once it cannot beat them.
+
+    A candidate must have a lower mean KL than ``base`` and at least ``floor``'s agreement counts. Each image's
+    KL is >= 0 and each disagreement is final, so once the KL summed so far exceeds ``base``'s total, or the
+    disagreements exceed ``floor``'s, the remaining images cannot change the verdict: stopping there gives the
+    same choice as scoring every image, in less time. ``order`` runs the images the textbook found hardest first,
+    where a losing candidate shows it soonest.
+
+    Returns:
+        The candidate, and each scored image's KL divergence (in ``order``).
+    """
     from edgekit.convert.tfl import Runner
 
-    probs = Runner(model)(images)
-    same = probs.argmax(axis=1) == reference.argmax(axis=1)
+    n = len(images)
+    order = np.arange(n) if order is None else order
     confident = reference.max(axis=1) > 0.5
-    return Candidate(
+    runner = Runner(model)
+    done: list[np.ndarray] = []
+    probs = np.zeros(reference.shape, np.float32)
+    stopped = ""
+    for start in range(0, n, chunk):
+        idx = order[start : start + chunk]
+        probs[idx] = runner(images[idx])
+        done.append(idx)
+        if against is None or start + chunk >= n:
+            continue
+        base, floor = against
+        seen = np.concatenate(done)
+        wrong = probs[seen].argmax(axis=1) != reference[seen].argmax(axis=1)
+        if wrong.sum() > n - floor.agree:
+            stopped = f"more disagreements than {floor.name}"
+        elif (wrong & confident[seen]).sum() > floor.confident - floor.confident_agree:
+            stopped = f"more confident disagreements than {floor.name}"
+        elif _kl_each(reference[seen], probs[seen]).sum() > base.kl * n * (1 + 1e-9):
+            stopped = f"KL already above {base.name}'s"
+        if stopped:
+            break
+    seen = np.concatenate(done)
+    ref, got = reference[seen], probs[seen]
+    same = got.argmax(axis=1) == ref.argmax(axis=1)
+    conf = confident[seen]
+    each = _kl_each(ref, got)
+    candidate = Candidate(
         name,
         steps,
         int(same.sum()),
-        int(confident.sum()),
-        int(same[confident].sum()),
-        float(np.abs(probs - reference).mean()),
-        _kl(reference, probs),
+        int(conf.sum()),
+        int(same[conf].sum()),
+        float(np.abs(got - ref).mean()),
+        float(each.mean()),
         model,
+        len(seen),
+        stopped,
     )
+    return candidate, each
 
 
-def _kl(reference: np.ndarray, probs: np.ndarray) -> float:
+def _kl_each(reference: np.ndarray, probs: np.ndarray) -> np.ndarray:
     # int8 softmax outputs hit exact zeros: a small floor (then renormalised) keeps the log finite
     p = np.clip(reference, 1e-12, 1.0)
     q = np.clip(probs, 1e-6, 1.0)
     q = q / q.sum(axis=1, keepdims=True)
-    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
-
-
-def _predict(model: Any, images: np.ndarray, batch: int = 16) -> np.ndarray:
-    outs = [
-        np.asarray(model(images[i : i + batch].astype(np.float32), training=False))
-        for i in range(0, len(images), batch)
-    ]
-    return np.concatenate(outs).reshape(len(images), -1)
+    return np.sum(p * (np.log(p) - np.log(q)), axis=1)
 
 
 ORDER = ("percentile", "equalize", "bias")  # each step is tried on top of the ones kept before it
@@ -527,7 +619,6 @@ def search_recipe(
         fit_idx, select_idx = selection_split(len(images))
     fit, select = images[fit_idx], images[select_idx]
     baked = bake_preprocess(model, mean, std)
-    reference = _predict(baked, select)
     # The converter's own min/max are replaced below, so a few images are enough for its calibration pass.
     calibrated = calibrate_only(baked, fit[:: max(1, len(fit) // 8)])
     graph = _read(calibrated)
@@ -537,6 +628,9 @@ def search_recipe(
     if "bias" in steps:
         channels |= {int(sub.operators[k].inputs[0]) for k in weight_ops(graph)}
     stats = activation_stats(calibrated, fit, progress=progress, channels=frozenset(channels))
+    # The selection part's pass gives the float reference the candidates are scored against, and the statistics
+    # the chosen recipe is rebuilt with at the end.
+    select_stats, reference = activation_pass(calibrated, select, progress=progress, channels=frozenset(channels))
     inputs = [int(i) for i in sub.inputs]
 
     def quantized(kept: tuple[str, ...], stats: dict[int, TensorStats], pixels: np.ndarray) -> bytes:
@@ -556,9 +650,12 @@ def search_recipe(
 
     def build(kept: tuple[str, ...]) -> Candidate:
         name = " + ".join(STEP_NAMES[s] for s in kept) or "textbook"
-        return _score(name, kept, quantized(kept, stats, fit), select, reference)
+        against = None if not kept else (best, textbook)
+        return _score(name, kept, quantized(kept, stats, fit), select, reference, against, hardest)[0]
 
-    textbook = best = build(())
+    textbook, textbook_kl = _score("textbook", (), quantized((), stats, fit), select, reference)
+    best = textbook
+    hardest = np.argsort(-textbook_kl, kind="stable")
     trials = []
     for step in ORDER:
         if step not in steps or (step == "equalize" and not pairs):
@@ -577,7 +674,7 @@ def search_recipe(
         best = tried if keep else best
     logger.info("recipe chosen on %d held-out calibration images: %s", len(select), best.name)
     # The recipe is chosen; its final ranges and weight statistics use every calibration image.
-    both = merge_stats(stats, activation_stats(calibrated, select, progress=progress, channels=frozenset(channels)))
+    both = merge_stats(stats, select_stats)
     return Search(best, textbook, tuple(trials), len(fit), len(select), quantized(best.steps, both, images))
 
 
