@@ -196,17 +196,6 @@ def activation_stats(
     max_tail: float = max(CLIP_TAILS),
     progress: Progress | None = None,
     channels: frozenset[int] = frozenset(),
-) -> dict[int, TensorStats]:
-    """``activation_pass`` without the outputs."""
-    return activation_pass(calibrated, images, max_tail, progress, channels)[0]
-
-
-def activation_pass(
-    calibrated: bytes,
-    images: np.ndarray,
-    max_tail: float = max(CLIP_TAILS),
-    progress: Progress | None = None,
-    channels: frozenset[int] = frozenset(),
 ) -> tuple[dict[int, TensorStats], np.ndarray]:
     """One interpreter pass over ``images`` keeping, per activation, its exact extreme values and counts.
 
@@ -627,10 +616,10 @@ def search_recipe(
     channels = {t for p in pairs for t in p.tensors}
     if "bias" in steps:
         channels |= {int(sub.operators[k].inputs[0]) for k in weight_ops(graph)}
-    stats = activation_stats(calibrated, fit, progress=progress, channels=frozenset(channels))
+    stats, _ = activation_stats(calibrated, fit, progress=progress, channels=frozenset(channels))
     # The selection part's pass gives the float reference the candidates are scored against, and the statistics
     # the chosen recipe is rebuilt with at the end.
-    select_stats, reference = activation_pass(calibrated, select, progress=progress, channels=frozenset(channels))
+    select_stats, reference = activation_stats(calibrated, select, progress=progress, channels=frozenset(channels))
     inputs = [int(i) for i in sub.inputs]
 
     def quantized(kept: tuple[str, ...], stats: dict[int, TensorStats], pixels: np.ndarray) -> bytes:

@@ -54,13 +54,13 @@ def test_equalization_keeps_the_float_function_and_evens_out_channels(calibrated
     pairs = find_pairs(graph)
     assert len(pairs) >= 30  # expand->dw and dw->project in every block
     tensors = frozenset(t for p in pairs for t in p.tensors)
-    stats = activation_stats(model, pixels, channels=tensors)
+    stats = activation_stats(model, pixels, channels=tensors)[0]
     maxima = {i: s.channel_max for i, s in stats.items() if s.channel_max is not None}
     work = copy.deepcopy(graph)
     applied = equalize(work, maxima)
     assert len(applied) >= 30
     equalized = _write(work)
-    after = activation_stats(equalized, pixels, channels=tensors)
+    after = activation_stats(equalized, pixels, channels=tensors)[0]
 
     def spread(m: np.ndarray) -> float:
         return float(m.max() / max(m[m > 0].min(), 1e-9))
@@ -104,7 +104,7 @@ def test_bias_correction_uses_the_quantizers_own_rounding_and_moves_only_biases(
         np.testing.assert_allclose(dequantized - w, int8_error(w, axis), atol=1e-6)  # type: ignore[arg-type]
 
     inputs = frozenset(int(graph.subgraphs[0].operators[k].inputs[0]) for k in ops)
-    stats = activation_stats(model, pixels, channels=inputs)
+    stats = activation_stats(model, pixels, channels=inputs)[0]
     work = copy.deepcopy(graph)
     means = {i: s.channel_mean for i, s in stats.items() if s.channel_mean is not None}
     # every operator but the baked normalisation, which reads the model input (no statistics: pixels enter at
@@ -172,7 +172,7 @@ def test_range_choice_clips_a_long_tail_but_not_a_flat_distribution() -> None:
 def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: object, photos: list) -> None:
     import cv2
 
-    from edgekit.convert.quantize import search_recipe, selection_split
+    from edgekit.convert.quantize import bake_preprocess, search_recipe, selection_split
     from edgekit.convert.tfl import Runner
 
     pictures = [cv2.resize(cv2.imread(str(p))[:, :, ::-1], (64, 64), interpolation=cv2.INTER_AREA) for p in photos]
@@ -189,14 +189,22 @@ def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: ob
     assert all(c.kl >= 0 for c in search.candidates)  # a divergence, not a clipped stand-in
     for trial in search.trials:  # each step is kept exactly when it beats the recipe kept before it
         assert trial.kept == trial.tried.beats(trial.base, textbook)
+    # a candidate stopped early would have lost had it been run on every held-out image
+    from edgekit.convert.quantize import _score
+
+    reference_select = np.asarray(
+        bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3)(images[select].astype(np.float32))
+    )
+    for trial in search.trials:
+        if trial.tried.stopped:
+            assert trial.tried.scored < len(select)
+            full, _ = _score("full", trial.tried.steps, trial.tried.model, images[select], reference_select)
+            assert not full.beats(trial.base, textbook)
     kept = [t.tried for t in search.trials if t.kept]
     assert search.chosen is (kept[-1] if kept else textbook)
     # the scores are the chosen model's real agreement on the held-out pictures
-    from edgekit.convert.quantize import bake_preprocess
-
-    reference = np.asarray(bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3)(images[select].astype(np.float32)))
     probs = Runner(search.chosen.model)(images[select])
-    assert search.chosen.agree == int((probs.argmax(1) == reference.argmax(1)).sum())
+    assert search.chosen.agree == int((probs.argmax(1) == reference_select.argmax(1)).sum())
     section = search.section()
     assert section["split"] == f"fit on {len(fit)} calibration images, chosen on {len(select)} held out"
     assert sum("(chosen)" in v for v in section.values()) == 1
@@ -207,10 +215,10 @@ def test_statistics_of_two_image_sets_merge_into_those_of_both(calibrated: tuple
     from edgekit.convert.quantize import activation_stats, chosen_ranges, merge_stats
 
     model, pixels = calibrated
-    every = frozenset(activation_stats(model, pixels[:1]))
-    whole = activation_stats(model, pixels, channels=every)
+    every = frozenset(activation_stats(model, pixels[:1])[0])
+    whole = activation_stats(model, pixels, channels=every)[0]
     merged = merge_stats(
-        activation_stats(model, pixels[:10], channels=every), activation_stats(model, pixels[10:], channels=every)
+        activation_stats(model, pixels[:10], channels=every)[0], activation_stats(model, pixels[10:], channels=every)[0]
     )
     assert merged.keys() == whole.keys()
     for i, s in whole.items():
@@ -230,3 +238,20 @@ def test_tails_are_exact_on_channels_last_activations() -> None:
         for k in (1, 60, 603, 5000):
             np.testing.assert_array_equal(np.sort(_top(v, k)), np.sort(v)[-k:])
             np.testing.assert_array_equal(np.sort(_top(v - 1, k, largest=False)), np.sort(v - 1)[:k])
+
+
+def test_a_candidate_is_stopped_only_when_it_cannot_win(calibrated: tuple[bytes, np.ndarray]) -> None:
+    from edgekit.convert.quantize import _read, _score, _write, activation_stats, quantize_calibrated, set_ranges
+
+    model, pixels = calibrated
+    stats, reference = activation_stats(model, pixels)
+    good = quantize_calibrated(model)
+    graph = _read(model)
+    set_ranges(graph, {i: (-0.01, 0.01) for i in stats})  # every activation clipped to nothing: a sure loser
+    bad = quantize_calibrated(_write(graph))
+    base, _ = _score("textbook", (), good, pixels, reference)
+    stopped, _ = _score("bad", ("percentile",), bad, pixels, reference, (base, base), chunk=2)
+    full, _ = _score("bad", ("percentile",), bad, pixels, reference)
+    assert stopped.stopped and stopped.scored < len(pixels) and not full.beats(base, base)
+    same, _ = _score("same", (), good, pixels, reference, (base, base), chunk=2)  # ties are run to the end
+    assert not same.stopped and same.scored == len(pixels) and same.kl == pytest.approx(base.kl)
