@@ -30,8 +30,8 @@ SHOWN = [
     ("stereo_motorcycle", "a motorbike"),
     ("astronaut", "an astronaut (no ImageNet class: expect a guess)"),
 ]
-# Calibration: every bundled photo, colour or grey (grey ones as RGB): 16 images, fewer than ideal, so
-# `edgekit convert` augments them (random crops and flips) up to --num-calib.
+# Calibration: every bundled photo, colour or grey (grey ones as RGB), with the early frames of VIDEO; fewer
+# than --num-calib, so `edgekit convert` augments them (random crops and flips, calibration side only).
 CALIBRATION = [
     "astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry",
     "retina", "colorwheel", "camera", "coins", "moon", "clock", "brick", "grass", "gravel",
@@ -59,6 +59,38 @@ def write_calibration(folder: Path) -> int:
     for name in CALIBRATION:
         cv2.imwrite(str(folder / f"{name}.jpg"), cv2.cvtColor(_photo(name), cv2.COLOR_RGB2BGR))
     return len(CALIBRATION)
+
+
+# The real video the repository carries for its tests (absent from an installed wheel: the demo runs from a clone).
+VIDEO = Path(__file__).resolve().parents[1] / "tests" / "data" / "video" / "Megamind.avi"
+# Its first 60 % feeds calibration, the rest (after a gap, so no frame is a near-copy of a calibration one) is
+# the evaluation set. Neighbouring frames are alike: the evaluation counts overstate independent evidence.
+CALIB_END, EVAL_START, EVERY = 0.6, 0.65, 3
+
+
+def write_frames(video: Path, calib: Path, evaluation: Path) -> tuple[int, int]:
+    """Every third frame of ``video``: the early ones into ``calib``, the late ones into ``evaluation``."""
+    import cv2
+
+    for folder in (calib, evaluation):
+        folder.mkdir(parents=True, exist_ok=True)
+    capture = cv2.VideoCapture(str(video))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    counts = [0, 0]
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index % EVERY == 0 and total > 0:
+            where = index / total
+            if where < CALIB_END or where >= EVAL_START:
+                side = 0 if where < CALIB_END else 1
+                cv2.imwrite(str((calib, evaluation)[side] / f"megamind_{index:04d}.jpg"), frame)
+                counts[side] += 1
+        index += 1
+    capture.release()
+    return counts[0], counts[1]
 
 
 def write_video(path: Path, seconds_each: float = 1.0, fps: float = 10.0, size: tuple[int, int] = (480, 640)) -> Path:
@@ -104,10 +136,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = args.model or out / "mobilenet_v2"
     if args.model is None and not (model / "edgekit.json").is_file():
         count = write_calibration(out / "calib")
-        print(f"[1/3] converting torchvision's ImageNet MobileNetV2 to int8, calibrated on {count} skimage photos")
+        evaluation: list[str] = []
+        what = f"{count} skimage photos"
+        if VIDEO.is_file():
+            n_cal, n_eval = write_frames(VIDEO, out / "calib", out / "eval")
+            evaluation = ["--eval", str(out / "eval")]
+            what += f" + {n_cal} early frames of {VIDEO.name}; evaluated on {n_eval} late frames kept apart"
+        else:
+            what += f" ({VIDEO} not found: run the demo from a clone for an evaluation set)"
+        print(f"[1/3] converting torchvision's ImageNet MobileNetV2 to int8, calibrated on {what}")
         done = _edgekit(
             ["convert", "mobilenet_v2", "--weights", "torchvision-imagenet", "--input-size", "224",
-             "--calib", str(out / "calib"), "--num-calib", str(args.num_calib), "--out", str(model)]
+             "--calib", str(out / "calib"), "--num-calib", str(args.num_calib), "--out", str(model), *evaluation]
         )  # fmt: skip
         if done.returncode != 0:
             print(f"edgekit convert failed (exit {done.returncode}); see above", file=sys.stderr)

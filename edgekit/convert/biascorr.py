@@ -1,11 +1,10 @@
-"""Bias correction: cancel the mean output shift that int8 weight rounding causes in each convolution.
+"""Bias correction on the calibrated TFLite graph: cancel the mean output shift of int8 weight rounding.
 
 TFLite quantizes each output channel's (BatchNorm-folded) weights symmetrically to int8. The rounding error
 ``eps = W_q - W`` shifts that channel's output by ``eps · E[x]`` on average, a shift that accumulates through
 MobileNet's depthwise layers (few taps, so little averaging). Knowing TFLite's rounding rule and the mean input
-per channel on the calibration images, we subtract the expected shift (Nagel et al., "Data-Free
-Quantization", 2019, analytic bias correction with empirical input means). For Conv -> BatchNorm the shift is
-folded into BatchNorm's moving mean, so the float model is unchanged except for that known offset.
+per channel on the calibration images, we subtract the expected shift from the bias (Nagel et al., "Data-Free
+Quantization", 2019, analytic bias correction with empirical input means).
 """
 
 from __future__ import annotations
@@ -15,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.convert.equalize import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, opcode, set_weights, weights
+
 logger = logging.getLogger(__name__)
 
 
-def _int8_error(kernel: np.ndarray, axis_out: int) -> np.ndarray:
+def int8_error(kernel: np.ndarray, axis_out: int) -> np.ndarray:
     """W_q - W for TFLite's per-channel symmetric int8 (scale = max|w| / 127 per output channel)."""
     moved = np.moveaxis(kernel.astype(np.float64), axis_out, -1)
     peak = np.abs(moved).reshape(-1, moved.shape[-1]).max(axis=0)
@@ -27,93 +28,52 @@ def _int8_error(kernel: np.ndarray, axis_out: int) -> np.ndarray:
     return np.moveaxis(q - moved, -1, axis_out)
 
 
-def _targets(model: Any) -> list[tuple[Any, Any | None]]:
-    """(conv or dense layer, the BatchNorm right after it or None) for every weight layer."""
-    import keras
-
-    layers = keras.layers
-    consumers: dict[int, list[Any]] = {}
-    for layer in model.layers:
-        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
-        for t in inputs:
-            history = getattr(t, "_keras_history", None)
-            if history is not None:
-                consumers.setdefault(id(history.operation), []).append(layer)
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-            nxt = consumers.get(id(layer), [])
-            norm = nxt[0] if len(nxt) == 1 and isinstance(nxt[0], layers.BatchNormalization) else None
-            if norm is None and not layer.use_bias:
-                continue
-            found.append((layer, norm))
-        elif isinstance(layer, layers.Dense) and layer.use_bias:
-            found.append((layer, None))
-    return found
+def weight_ops(model: Any) -> list[int]:
+    """Operators whose float weights and bias are constants: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED."""
+    sub = model.subgraphs[0]
+    return [
+        k
+        for k, op in enumerate(sub.operators)
+        if opcode(model, op) in (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED)
+        and len(op.inputs) >= 3
+        and int(op.inputs[2]) >= 0
+        and weights(model, int(op.inputs[1])) is not None
+        and weights(model, int(op.inputs[2])) is not None
+    ]
 
 
-def correct_biases(model: Any, images: np.ndarray, batch: int = 4) -> int:
-    """Adjust biases / BatchNorm means of ``model`` in place for its int8 weight rounding.
+def correct_biases(model: Any, channel_mean: dict[int, np.ndarray]) -> int:
+    """Adjust the biases of ``model`` (a flatbuffer object) in place for its int8 weight rounding.
 
     Args:
-        model: float Keras model taking the same inputs as ``images``.
-        images: calibration inputs in the model's input units.
-        batch: images per forward pass.
+        model: a calibrate-only TFLite model as a flatbuffer object (float weights).
+        channel_mean: tensor index -> per-channel (last axis) mean over the calibration images.
 
     Returns:
-        How many layers were corrected.
+        How many operators were corrected.
     """
-    import keras
-
-    targets = _targets(model)
-    if not targets:
-        return 0
-    probe = keras.Model(model.inputs, [layer.input for layer, _ in targets])
-    sums = [np.zeros(int(layer.input.shape[-1])) for layer, _ in targets]
-    count = 0
-    for start in range(0, len(images), batch):
-        outs = probe(images[start : start + batch], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for j, out in enumerate(outs):
-            arr = np.asarray(out)
-            # per-image spatial mean, summed over the batch; float64 accumulation without a float64 copy
-            axes = tuple(range(1, arr.ndim - 1))
-            sums[j] += arr.mean(axis=axes, dtype=np.float64).sum(axis=0)
-        count += len(images[start : start + batch])
-    for (layer, norm), total in zip(targets, sums, strict=True):
-        mean_in = total / count
-        weights = layer.get_weights()
-        kernel = weights[0]
-        if isinstance(layer, keras.layers.Dense):
-            eps = _int8_error(kernel, 1)
-            shift = mean_in @ eps
-            weights[1] = (weights[1] - shift).astype(np.float32)
-            layer.set_weights(weights)
+    sub = model.subgraphs[0]
+    done = 0
+    for k in weight_ops(model):
+        op = sub.operators[k]
+        x, w_id, b_id = (int(i) for i in op.inputs[:3])
+        mean_in = channel_mean.get(x)
+        w, b = weights(model, w_id), weights(model, b_id)
+        if mean_in is None or w is None or b is None:
             continue
-        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        k: np.ndarray
-        if norm is not None:
-            gamma, beta, moving_mean, var = norm.get_weights()
-            k = gamma / np.sqrt(var + norm.epsilon)
-        else:
-            k = np.ones(kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3])
-        if depthwise:
-            folded = kernel * k.reshape(kernel.shape[2], kernel.shape[3])[None, None]
-            flat = folded.reshape(kernel.shape[0], kernel.shape[1], -1)
-            eps = _int8_error(flat, 2)
-            # each output channel c*mult+m reads input channel c only
-            shift_folded = (eps.sum(axis=(0, 1)).reshape(kernel.shape[2], kernel.shape[3]) * mean_in[:, None]).reshape(
-                -1
-            )
-        else:
-            folded = kernel * k[None, None, None, :]
-            eps = _int8_error(folded, 3)
-            shift_folded = np.einsum("hwio,i->o", eps, mean_in)
-        safe_k = np.where(np.abs(k) > 1e-12, k, 1.0)
-        if norm is not None:
-            norm.set_weights([gamma, beta, (moving_mean + shift_folded / safe_k).astype(np.float32), var])
-        else:
-            weights[1] = (weights[1] - shift_folded).astype(np.float32)
-            layer.set_weights(weights)
-    logger.info("bias-corrected %d layers", len(targets))
-    return len(targets)
+        code = opcode(model, op)
+        if code == DEPTHWISE_CONV_2D:  # (1, h, w, in * multiplier): output channel j reads input j // multiplier
+            eps = int8_error(w, 3)
+            shift = eps.sum(axis=(0, 1, 2)) * np.repeat(mean_in, w.shape[3] // mean_in.size)
+        elif code == CONV_2D:  # (out, h, w, in)
+            if w.shape[3] != mean_in.size:
+                continue  # grouped convolution
+            shift = np.einsum("ohwi,i->o", int8_error(w, 0), mean_in)
+        else:  # FULLY_CONNECTED (out, in)
+            if w.ndim != 2 or w.shape[1] != mean_in.size:
+                continue
+            shift = int8_error(w, 0) @ mean_in
+        set_weights(model, b_id, b - shift)
+        done += 1
+    logger.info("bias-corrected %d operators", done)
+    return done

@@ -1,13 +1,13 @@
-"""Cross-layer equalization of ReLU/ReLU6 activations feeding a convolution, so one int8 scale fits all channels.
+"""Cross-layer equalization on the calibrated TFLite graph, so one int8 scale per tensor fits all its channels.
 
 MobileNet activations after a depthwise or expansion convolution differ per channel by orders of magnitude,
-but TFLite quantizes activations per tensor: small channels get a handful of levels. Scaling channel ``c`` of
-the producer (its BatchNorm gamma and beta) by ``s_c > 1`` and the matching input slice of the consumer
-convolution by ``1 / s_c`` leaves the float function unchanged (ReLU is positively homogeneous; ReLU6's cap
-moves to ``6 / s_c``, which stays above what the channel reached on the calibration images) while every
-channel now uses the tensor's whole int8 range (Nagel et al., "Data-Free Quantization", 2019). A depthwise
-consumer is quantized per channel, so the rescaling costs it nothing; a pointwise consumer loses a little weight
-precision on up-scaled columns, hence the cap on ``s_c``.
+but TFLite quantizes activations per tensor: small channels get a handful of levels. Scaling output channel
+``c`` of the producer convolution (its folded weights and bias) by ``s_c > 1`` and the matching input slice of
+the consumer convolution by ``1 / s_c`` leaves the float function unchanged (ReLU is positively homogeneous;
+ReLU6's cap moves to ``6 / s_c``, kept ``headroom`` times above what the channel reached on the calibration
+images) while every channel uses the tensor's whole int8 range (Nagel et al., "Data-Free Quantization", 2019).
+Working on the graph the converter already produced means no second conversion, and the activation statistics
+of the unequalized graph give the equalized ones exactly (those tensors are scaled per channel).
 """
 
 from __future__ import annotations
@@ -20,111 +20,148 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# TFLite builtin operator codes and fused activations (tensorflow/lite/schema/schema.fbs)
+CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, PAD = 3, 4, 9, 34
+RELU, RELU6 = 1, 3
+FLOAT32 = 0
+
 
 @dataclass(frozen=True)
 class Pair:
-    """A producer (conv + BatchNorm), its ReLU/ReLU6, and the convolution that consumes it."""
+    """A producer convolution with a fused ReLU/ReLU6, the tensors carrying its channels, and its consumer."""
 
-    norm: Any
-    relu: Any
-    consumer: Any
-    cap: float | None  # the ReLU's max_value (6.0 for ReLU6) or None
+    producer: int  # operator index
+    tensors: tuple[int, ...]  # the producer's output, then a zero PAD's output if one sits in between
+    consumer: int  # operator index (CONV_2D or DEPTHWISE_CONV_2D with multiplier 1)
+    cap: float | None  # 6.0 for ReLU6, None for ReLU
 
 
-def _producer(tensor: Any) -> Any:
-    return tensor._keras_history.operation
+def opcode(model: Any, op: Any) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return int(max(code.builtinCode, code.deprecatedBuiltinCode))
+
+
+def weights(model: Any, tensor: int) -> np.ndarray | None:
+    """The float32 constant behind ``tensor`` (a copy), or None if it is not one."""
+    t = model.subgraphs[0].tensors[tensor]
+    buf = model.buffers[t.buffer]
+    if t.type != FLOAT32 or buf is None or buf.data is None or len(buf.data) == 0:
+        return None
+    return np.frombuffer(np.asarray(buf.data, dtype=np.uint8).tobytes(), dtype=np.float32).reshape(t.shape).copy()
+
+
+def set_weights(model: Any, tensor: int, values: np.ndarray) -> None:
+    t = model.subgraphs[0].tensors[tensor]
+    model.buffers[t.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
+
+
+def _consumers(sub: Any) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for k, op in enumerate(sub.operators):
+        for i in op.inputs:
+            out.setdefault(int(i), []).append(k)
+    return out
+
+
+def _buffer_users(sub: Any) -> dict[int, int]:
+    users: dict[int, int] = {}
+    for t in sub.tensors:
+        users[t.buffer] = users.get(t.buffer, 0) + 1
+    return users
 
 
 def find_pairs(model: Any) -> list[Pair]:
-    """Conv -> BatchNorm -> ReLU(6) -> [ZeroPadding] -> Conv/DepthwiseConv chains with no other consumer."""
-    import keras
+    """Conv(+ReLU/ReLU6) -> [PAD] -> Conv/DepthwiseConv chains whose activation has no other consumer."""
+    sub = model.subgraphs[0]
+    consumers = _consumers(sub)
+    users = _buffer_users(sub)
+    outputs = {int(i) for i in sub.outputs}
 
-    layers = keras.layers
-    consumers: dict[int, list[Any]] = {}
-    for layer in model.layers:
-        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
-        for t in inputs:
-            try:
-                consumers.setdefault(id(_producer(t)), []).append(layer)
-            except AttributeError:
-                continue
+    def own_float(op: Any) -> bool:  # weights and bias are float constants used by this operator alone
+        return len(op.inputs) >= 3 and all(
+            int(i) >= 0 and weights(model, int(i)) is not None and users[sub.tensors[int(i)].buffer] == 1
+            for i in op.inputs[1:3]
+        )
+
     pairs = []
-    for layer in model.layers:
-        if not isinstance(layer, layers.ReLU) or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+    for k, op in enumerate(sub.operators):
+        if opcode(model, op) not in (CONV_2D, DEPTHWISE_CONV_2D) or not own_float(op):
             continue
-        norm = _producer(layer.input)
-        if not isinstance(norm, layers.BatchNormalization) or len(consumers.get(id(norm), [])) != 1:
+        act = op.builtinOptions.fusedActivationFunction
+        if act not in (RELU, RELU6):
             continue
-        if not isinstance(_producer(norm.input), (layers.Conv2D, layers.DepthwiseConv2D)):
-            continue
-        nxt = consumers.get(id(layer), [])
-        if len(nxt) != 1:
-            continue
-        consumer = nxt[0]
-        if isinstance(consumer, layers.ZeroPadding2D):
-            after = consumers.get(id(consumer), [])
-            if len(after) != 1:
+        tensors = [int(op.outputs[0])]
+        nxt = consumers.get(tensors[0], [])
+        if len(nxt) == 1 and opcode(model, sub.operators[nxt[0]]) == PAD:
+            pad = sub.operators[nxt[0]]
+            if len(pad.inputs) > 2:  # PADV2-like constant value: not zero-preserving for sure
                 continue
-            consumer = after[0]
-        if isinstance(consumer, layers.Conv2D) and consumer.groups == 1:
-            pass
-        elif not isinstance(consumer, layers.DepthwiseConv2D):
+            tensors.append(int(pad.outputs[0]))
+            nxt = consumers.get(tensors[-1], [])
+        if len(nxt) != 1 or outputs & set(tensors):
             continue
-        cap = None if layer.max_value is None else float(layer.max_value)
-        pairs.append(Pair(norm, layer, consumer, cap))
+        consumer = sub.operators[nxt[0]]
+        code = opcode(model, consumer)
+        if int(consumer.inputs[0]) != tensors[-1] or not own_float(consumer):
+            continue
+        if code == DEPTHWISE_CONV_2D and consumer.builtinOptions.depthMultiplier != 1:
+            continue
+        if code not in (CONV_2D, DEPTHWISE_CONV_2D):
+            continue
+        pairs.append(Pair(k, tuple(tensors), nxt[0], 6.0 if act == RELU6 else None))
     return pairs
 
 
-def channel_maxima(model: Any, pairs: list[Pair], images: np.ndarray, batch: int = 8) -> list[np.ndarray]:
-    """Per-channel maximum of each pair's activation over the (baked-input) calibration images."""
-    import keras
+def scales(pair: Pair, channel_max: np.ndarray, max_scale: float = 16.0, headroom: float = 2.0) -> np.ndarray:
+    """Per-channel factors from the channel maxima of the producer's activation on the calibration images."""
+    m = channel_max.astype(np.float64)
+    top = float(m.max())
+    if top <= 0:
+        return np.ones_like(m)
+    limit = np.full_like(m, max_scale)
+    if pair.cap is not None:
+        # brighter scenes than the calibration set must not be clipped where the float model would not clip
+        limit = np.minimum(limit, pair.cap / (headroom * np.maximum(m, 1e-12)))
+    # Dead channels (never positive) keep scale 1: nothing to gain, and 1/s would be meaningless.
+    return np.where(m > top * 1e-6, np.clip(top / np.maximum(m, 1e-12), 1.0, np.maximum(limit, 1.0)), 1.0)
 
-    probe = keras.Model(model.inputs, [p.relu.output for p in pairs])
-    maxima = [np.zeros(int(p.relu.output.shape[-1]), dtype=np.float64) for p in pairs]
-    for start in range(0, len(images), batch):
-        outs = probe(images[start : start + batch], training=False)
-        for k, out in enumerate(outs):
-            maxima[k] = np.maximum(maxima[k], np.asarray(out).max(axis=(0, 1, 2)))
-    return maxima
+
+def apply(model: Any, pair: Pair, s: np.ndarray) -> None:
+    """Rescale ``pair`` in place by ``s`` (producer channel c times s_c, consumer input c divided by s_c)."""
+    sub = model.subgraphs[0]
+    producer, consumer = sub.operators[pair.producer], sub.operators[pair.consumer]
+    w_id, b_id = int(producer.inputs[1]), int(producer.inputs[2])
+    w, b = weights(model, w_id), weights(model, b_id)
+    assert w is not None and b is not None  # find_pairs checked
+    # CONV_2D filters are (out, h, w, in), DEPTHWISE (1, h, w, out): the output axis is 0 or 3.
+    w = w * (s[:, None, None, None] if opcode(model, producer) == CONV_2D else s[None, None, None, :])
+    set_weights(model, w_id, w)
+    set_weights(model, b_id, b * s)
+    c_id = int(consumer.inputs[1])
+    k = weights(model, c_id)
+    assert k is not None
+    set_weights(model, c_id, k / s[None, None, None, :])  # the input axis is last in both layouts
 
 
-def equalize(
-    model: Any, pixel_images: np.ndarray, prepare_input: Any = None, max_scale: float = 16.0, headroom: float = 2.0
-) -> dict[str, float]:
-    """Rescale channels in place; returns per-activation mean scale applied (for the report).
+def equalize(model: Any, channel_max: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Equalize every pair of the (flatbuffer object) ``model`` in place.
 
     Args:
-        model: the float Keras model (its weights are modified in place).
-        pixel_images: calibration inputs already in the model's input units.
-        prepare_input: unused hook kept None; the caller passes inputs the model accepts.
-        max_scale: upper bound of any channel's scale factor.
+        model: a calibrate-only TFLite model as a flatbuffer object (float weights).
+        channel_max: tensor index -> per-channel maximum over the calibration images.
 
     Returns:
-        activation layer name -> mean scale factor.
+        tensor index -> the per-channel factor its values were multiplied by (for every rescaled tensor).
     """
-    pairs = find_pairs(model)
-    if not pairs:
-        return {}
-    maxima = channel_maxima(model, pairs, pixel_images)
-    applied: dict[str, float] = {}
-    for pair, m in zip(pairs, maxima, strict=True):
-        top = float(m.max())
-        if top <= 0:
+    applied: dict[int, np.ndarray] = {}
+    for pair in find_pairs(model):
+        if pair.tensors[0] not in channel_max:
             continue
-        # Dead channels (never positive) keep scale 1: nothing to gain, and 1/s would be meaningless.
-        limit = np.full_like(m, max_scale)
-        if pair.cap is not None:
-            # Keep ReLU6's moved cap (cap / s) at least `headroom` times above what the channel reached, so that
-            # brighter scenes than the calibration set are not clipped where the float model would not clip.
-            limit = np.minimum(limit, pair.cap / (headroom * np.maximum(m, 1e-12)))
-        s = np.where(m > top * 1e-6, np.clip(top / np.maximum(m, 1e-12), 1.0, np.maximum(limit, 1.0)), 1.0)
-        gamma, beta, mean, var = pair.norm.get_weights()
-        pair.norm.set_weights([gamma * s, beta * s, mean, var])
-        weights = pair.consumer.get_weights()
-        kernel = weights[0]
-        # Conv2D kernels are (h, w, in, out), depthwise (h, w, channels, multiplier): the input axis is 2 in both.
-        kernel = kernel / s[None, None, :, None]
-        pair.consumer.set_weights([kernel.astype(np.float32), *weights[1:]])
-        applied[pair.relu.name] = float(s.mean())
+        s = scales(pair, channel_max[pair.tensors[0]])
+        if np.all(s == 1.0):
+            continue
+        apply(model, pair, s)
+        for t in pair.tensors:
+            applied[t] = s
     logger.info("equalized %d activations", len(applied))
     return applied

@@ -189,10 +189,19 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
 
     pixel_model = quantize.bake_preprocess(loaded.model, pre.mean, pre.std)
     float_bytes = quantize.float_tflite(pixel_model)
-    with progress("calibrating", len(calib)) as tick:
-        int8_bytes, recipe_steps = quantize.quantize_classifier(
-            loaded.model, pre.mean, pre.std, calib.images, options.io, options.recipe, tick
-        )
+    search_section: dict[str, Any] = {}
+    if options.recipe == "textbook":
+        with progress("calibrating", len(calib)) as tick:
+            int8_bytes, recipe_steps = quantize.quantize_classifier(
+                loaded.model, pre.mean, pre.std, calib.images, options.io, options.recipe, tick
+            )
+    else:
+        with progress("calibrating", len(calib)) as tick:
+            search = quantize.search_recipe(
+                loaded.model, pre.mean, pre.std, calib.images, options.io, tick, origins=calib.origins
+            )
+        int8_bytes, recipe_steps = search.model, search.steps_text()
+        search_section = {"Recipe search (held-out calibration split)": search.section()}
 
     float_runner, int8_runner = Runner(float_bytes), Runner(int8_bytes)
     with progress("evaluating", 2 * len(evalset)) as tick:
@@ -265,7 +274,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
         "eval": {"source": eval_source, "images": len(evalset), "held_out": options.eval is None},
         "fidelity": fid.__dict__,
         "recipe": recipe_steps,
-        "sections": {},
+        "sections": dict(search_section),
         "notes": notes,
         "output": str(out),
         "timing": {},

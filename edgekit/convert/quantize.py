@@ -1,9 +1,10 @@
-"""Full-int8 quantization: the textbook recipe (baseline) and edgekit's, which refines activation ranges."""
+"""Full-int8 quantization: the textbook recipe (baseline) and edgekit's per-model choice of steps on top of it."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -14,10 +15,17 @@ logger = logging.getLogger(__name__)
 
 IoType = Literal["uint8", "int8"]
 STEPS = frozenset({"equalize", "bias", "percentile"})
+STEP_NAMES = {
+    "equalize": "cross-layer equalization",
+    "bias": "bias correction",
+    "percentile": "per-tensor range choice (least quantization MSE)",
+}
 VECTOR_SIZE = 4096  # activations with at most this many values per image are not clipped
-# Fraction of feature-map values clipped at each end. Swept on benchmarks/convert_fidelity.py's evaluation set
-# (1e-5 .. 4e-4): less clipping leaves rounding noise, more clips the activations confident predictions rely on.
-TAIL = 2e-4
+# Candidate clips per feature map (fraction of values clipped at each end; 0 is min/max). Not tuned: a grid
+# spanning "nothing" to "one value in two thousand"; which one a tensor gets is decided by its own statistics.
+CLIP_TAILS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 5e-4)
+# Share of the calibration pictures held out to choose the recipe (never used to fit ranges or weights).
+SELECT_FRACTION = 0.25
 Progress = Callable[[int], None]
 
 
@@ -115,73 +123,6 @@ def quantize_calibrated(calibrated: bytes, io: IoType = "uint8") -> bytes:
         return bytes(mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype))
 
 
-def activation_tails(
-    calibrated: bytes, images: np.ndarray, tail: float = TAIL, progress: Progress | None = None
-) -> dict[int, tuple[float, float]]:
-    """Percentile ranges of every annotated activation, from exact per-image tails.
-
-    Each image contributes its ``4 * tail`` most negative and most positive values per tensor (an O(n)
-    partition, no sampling), so the ``tail`` quantile over all images is exact unless a single image holds more
-    than four times its share of the extremes.
-
-    Args:
-        calibrated: a calibrate-only model (float, with min/max annotations).
-        images: (N, H, W, 3) uint8 inputs in the model's input units.
-        tail: fraction of values clipped at each end (2e-4: the 0.02th and 99.98th percentiles).
-        progress: called once per image.
-
-    Returns:
-        tensor index -> (low, high), with low <= 0 <= high.
-    """
-    interp = interpreter(calibrated, preserve=True)
-    model = _read(calibrated)
-    sub = model.subgraphs[0]
-    wanted = [
-        i
-        for i, t in enumerate(sub.tensors)
-        if t.quantization is not None
-        and t.quantization.min is not None
-        and len(t.quantization.min) == 1
-        and not _is_constant(model, t)
-        and i not in set(sub.inputs)
-    ]
-    lows: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
-    highs: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
-    sizes = dict.fromkeys(wanted, 0)
-    inp = interp.get_input_details()[0]
-    for image in images:
-        interp.set_tensor(inp["index"], image[None].astype(np.float32))
-        interp.invoke()
-        for i in wanted:
-            try:
-                v = interp.get_tensor(i).reshape(-1)
-            except ValueError:  # freed by the interpreter (not an activation after all)
-                continue
-            k = min(v.size - 1, max(1, int(np.ceil(4 * tail * v.size))))
-            part = np.partition(v, (k, v.size - 1 - k))
-            lows[i].append(part[:k].copy())
-            highs[i].append(part[v.size - k :].copy())
-            sizes[i] += v.size
-        if progress is not None:
-            progress(1)
-    ranges: dict[int, tuple[float, float]] = {}
-    for i in wanted:
-        if not sizes[i]:
-            continue
-        per_image = sizes[i] // len(images)
-        # Vectors (pooled features, logits) keep their full range: every value there is signal, and clipping
-        # the logits would saturate exactly the confident predictions. Clipping pays off on feature maps, where
-        # a few outliers among a million values would otherwise stretch the scale for all the others.
-        rank = 1 if per_image <= VECTOR_SIZE else max(1, round(tail * sizes[i]))
-        lo_all = np.sort(np.concatenate(lows[i]))
-        hi_all = np.sort(np.concatenate(highs[i]))
-        lo = float(lo_all[min(rank, lo_all.size) - 1])
-        hi = float(hi_all[max(0, hi_all.size - rank)])
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-        ranges[i] = (lo, max(hi, lo + 1e-6))
-    return ranges
-
-
 def _read(model: bytes) -> Any:
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -199,38 +140,531 @@ def _is_constant(model: Any, tensor: Any) -> bool:
     return buf is not None and buf.data is not None and len(buf.data) > 0
 
 
-def set_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
-    """Replace calibrated min/max of the given tensors."""
-    model = _read(calibrated)
+def set_ranges(model: Any, ranges: dict[int, tuple[float, float]]) -> None:
+    """Replace the calibrated min/max of the given tensors of ``model`` (a flatbuffer object) in place."""
     sub = model.subgraphs[0]
     for i, (a, b) in ranges.items():
         q = sub.tensors[i].quantization
         q.min = np.array([a], dtype=np.float32)
         q.max = np.array([b], dtype=np.float32)
-    return _write(model)
 
 
-def _clone(model: Any) -> Any | None:
-    import keras
-
-    try:
-        copy = keras.models.clone_model(model)
-    except Exception:  # e.g. a wrapped SavedModel: no layers to rewrite, so no equalization either
-        logger.info("model cannot be cloned; skipping equalization and bias correction", exc_info=True)
-        return None
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _normalised(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    return ((images.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
+def _stats_tensors(model: Any) -> list[int]:
+    sub = model.subgraphs[0]
+    inputs = {int(i) for i in sub.inputs}
+    return [
+        i
+        for i, t in enumerate(sub.tensors)
+        if t.quantization is not None
+        and t.quantization.min is not None
+        and len(t.quantization.min) == 1
+        and not _is_constant(model, t)
+        and i not in inputs
+    ]
 
 
-def _fix_input_range(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
-    # 0..255 on uint8 is scale 1, zero point 0: the camera's pixels go in bit-exact.
-    for i in _read(calibrated).subgraphs[0].inputs:
-        ranges[int(i)] = (0.0, 255.0)
+@dataclass(frozen=True)
+class TensorStats:
+    """What one calibration pass learnt about one activation tensor."""
+
+    low: np.ndarray  # the most negative values, sorted ascending (each image's 4 * max_tail share)
+    high: np.ndarray  # the most positive values, sorted ascending
+    size: int  # values seen over all images
+    nonzero: int  # of which non-zero (zeros are exact in int8, they add no rounding noise)
+    per_image: int
+    channel_min: np.ndarray | None = None  # per channel (last axis), for the tensors equalization/bias need
+    channel_max: np.ndarray | None = None
+    channel_mean: np.ndarray | None = None
+
+    def scaled(self, s: np.ndarray) -> TensorStats:
+        """The statistics of this tensor with channel c multiplied by ``s_c`` (s > 0): exact extremes and means.
+
+        The stored tails are per tensor, so they cannot be rescaled per channel: the result keeps only the
+        tensor's new min and max (a range choice on it falls back to min/max).
+        """
+        assert self.channel_min is not None and self.channel_max is not None and self.channel_mean is not None
+        lo, hi = self.channel_min * s, self.channel_max * s
+        return TensorStats(
+            np.array([lo.min()]), np.array([hi.max()]), self.size, self.nonzero, self.per_image, lo, hi,
+            self.channel_mean * s,
+        )  # fmt: skip
+
+
+def activation_stats(
+    calibrated: bytes,
+    images: np.ndarray,
+    max_tail: float = max(CLIP_TAILS),
+    progress: Progress | None = None,
+    channels: frozenset[int] = frozenset(),
+) -> tuple[dict[int, TensorStats], np.ndarray]:
+    """One interpreter pass over ``images`` keeping, per activation, its exact extreme values and counts.
+
+    Each image contributes its ``4 * max_tail`` most negative and most positive values per tensor (an O(n)
+    partition, no sampling), so any quantile up to ``max_tail`` over all images is exact unless a single image
+    holds more than four times its share of the extremes. Every candidate recipe is then built from these
+    statistics alone, without another pass.
+
+    Args:
+        calibrated: a calibrate-only model (float, with min/max annotations).
+        images: (N, H, W, 3) uint8 inputs in the model's input units.
+        max_tail: the largest fraction of values any candidate range will clip at each end.
+        progress: called once per image.
+        channels: tensors whose per-channel (last axis) min, max and mean are also kept.
+
+    Returns:
+        (tensor index -> statistics, the float model's outputs (N, classes): the reference a candidate is scored
+        against, without a Keras pass).
+    """
+    interp = interpreter(calibrated, preserve=True)
+    wanted = _stats_tensors(_read(calibrated))
+    lows: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
+    highs: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
+    sizes = dict.fromkeys(wanted, 0)
+    nonzero = dict.fromkeys(wanted, 0)
+    cmin: dict[int, np.ndarray] = {}
+    cmax: dict[int, np.ndarray] = {}
+    csum: dict[int, np.ndarray] = {}
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    outputs = []
+    for image in images:
+        interp.set_tensor(inp["index"], image[None].astype(np.float32))
+        interp.invoke()
+        outputs.append(interp.get_tensor(out["index"]).reshape(-1).copy())
+        for i in wanted:
+            try:
+                t = interp.get_tensor(i)
+            except ValueError:  # freed by the interpreter (not an activation after all)
+                continue
+            v = t.reshape(-1)
+            k = min(v.size - 1, max(1, int(np.ceil(4 * max_tail * v.size))))
+            low = v.min()
+            # after a ReLU: no negative tail to keep (a range never goes above 0 at the bottom)
+            lows[i].append(np.array([low]) if low >= 0 else _top(v, k, largest=False))
+            highs[i].append(_top(v, k))
+            sizes[i] += v.size
+            nonzero[i] += int(np.count_nonzero(v))
+            if i in channels:
+                per = t.reshape(-1, t.shape[-1])
+                # a float32 sum per image (its rounding is far below what bias correction can use), float64 across
+                lo, hi, total = per.min(axis=0), per.max(axis=0), per.sum(axis=0).astype(np.float64) / len(per)
+                cmin[i] = np.minimum(cmin[i], lo) if i in cmin else lo
+                cmax[i] = np.maximum(cmax[i], hi) if i in cmax else hi
+                csum[i] = csum[i] + total if i in csum else total
+        if progress is not None:
+            progress(1)
+    stats = {
+        i: TensorStats(
+            np.sort(np.concatenate(lows[i])),
+            np.sort(np.concatenate(highs[i])),
+            sizes[i],
+            nonzero[i],
+            sizes[i] // len(images),
+            cmin.get(i),
+            cmax.get(i),
+            csum[i] / len(images) if i in csum else None,
+        )
+        for i in wanted
+        if sizes[i]
+    }
+    return stats, np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def _top(v: np.ndarray, k: int, largest: bool = True) -> np.ndarray:
+    """The ``k`` largest (or smallest) values of ``v``, in any order, exactly, without partitioning all of ``v``.
+
+    A threshold read off a 1-in-31 sample keeps about ``3k`` candidates (``12k`` on a second try); only when
+    both keep fewer than ``k`` is the whole vector partitioned. (31 is prime: a stride of 32 would sample the
+    same few channels of a channels-last tensor.) When many values sit at one extreme (a ReLU6 cap), ``k``
+    copies of it are the answer. Either way the result is the true top ``k``.
+    """
+    if v.size >= 31 * 64 and 12 * k < v.size:
+        sample = v[::31]
+        for share in (3, 12):
+            r = min(sample.size - 1, (share * k) // 31)
+            if largest:
+                kept = v[v >= np.partition(sample, sample.size - 1 - r)[sample.size - 1 - r]]
+            else:
+                kept = v[v <= np.partition(sample, r)[r]]
+            if kept.size < k:
+                continue
+            if kept.size > 8 * k:
+                end = kept.max() if largest else kept.min()
+                if np.count_nonzero(kept == end) >= k:
+                    return np.full(k, end, dtype=v.dtype)
+            return np.partition(kept, kept.size - k)[kept.size - k :] if largest else np.partition(kept, k - 1)[:k]
+    return np.partition(v, v.size - k)[v.size - k :].copy() if largest else np.partition(v, k - 1)[:k].copy()
+
+
+def merge_stats(a: dict[int, TensorStats], b: dict[int, TensorStats]) -> dict[int, TensorStats]:
+    """The statistics of two disjoint image sets together (tails, counts and channel extremes/means)."""
+
+    def both(x: np.ndarray | None, y: np.ndarray | None, how: Callable[..., np.ndarray]) -> np.ndarray | None:
+        return None if x is None or y is None else how(x, y)
+
+    out = {}
+    for i, s in a.items():
+        t = b.get(i)
+        if t is None:
+            out[i] = s
+            continue
+        n_a, n_b = s.size / max(1, s.per_image), t.size / max(1, t.per_image)
+        out[i] = TensorStats(
+            np.sort(np.concatenate([s.low, t.low])),
+            np.sort(np.concatenate([s.high, t.high])),
+            s.size + t.size,
+            s.nonzero + t.nonzero,
+            s.per_image,
+            both(s.channel_min, t.channel_min, np.minimum),
+            both(s.channel_max, t.channel_max, np.maximum),
+            None
+            if s.channel_mean is None or t.channel_mean is None
+            else (s.channel_mean * n_a + t.channel_mean * n_b) / (n_a + n_b),
+        )
+    return out
+
+
+def _clip_at(stats: TensorStats, tail: float) -> tuple[float, float]:
+    rank = max(1, round(tail * stats.size))
+    lo = float(stats.low[min(rank, stats.low.size) - 1])
+    hi = float(stats.high[max(0, stats.high.size - rank)])
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return lo, max(hi, lo + 1e-6)
+
+
+def quantization_mse(stats: TensorStats, lo: float, hi: float) -> float:
+    """Mean squared int8 error of a tensor quantized to ``[lo, hi]``: clipping error plus rounding noise.
+
+    The clipping part is exact from the stored extremes; the rounding part is the uniform-noise model
+    ``step^2 / 12`` for every non-zero value (zero is on the grid).
+    """
+    low, high = stats.low[stats.low < lo], stats.high[stats.high > hi]
+    clipped = float(((low - lo) ** 2).sum() + ((high - hi) ** 2).sum())
+    step = (hi - lo) / 255.0
+    return (clipped + (stats.nonzero - low.size - high.size) * step * step / 12.0) / stats.size
+
+
+def chosen_ranges(
+    stats: dict[int, TensorStats], tails: tuple[float, ...] = CLIP_TAILS
+) -> dict[int, tuple[float, float]]:
+    """Per tensor, the candidate clip (min/max or a tail quantile) with the least quantization MSE.
+
+    Vectors (pooled features, logits) keep min/max: every value there is signal, and clipping the logits would
+    saturate exactly the confident predictions.
+    """
+    ranges = {}
+    for i, s in stats.items():
+        options = [_clip_at(s, t) for t in (tails if s.per_image > VECTOR_SIZE else (0.0,))]
+        ranges[i] = min(options, key=lambda r: quantization_mse(s, *r))
     return ranges
+
+
+def minmax_ranges(stats: dict[int, TensorStats]) -> dict[int, tuple[float, float]]:
+    """The textbook ranges (min and max over the calibration images) from the same statistics."""
+    return chosen_ranges(stats, (0.0,))
+
+
+def selection_split(
+    count: int, origins: Sequence[str] | None = None, fraction: float = SELECT_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the fit part and the held-out selection part of the calibration images.
+
+    Images that share an origin (a photo and its augmented crops) stay on one side, so the selection part
+    judges on pictures the ranges were not fitted to. Deterministic: every ``1 / fraction``-th origin in
+    sorted order is held out.
+    """
+    names = list(origins) if origins is not None and len(origins) == count else [str(i) for i in range(count)]
+    distinct = sorted(set(names))
+    every = max(2, round(1 / fraction))
+    held = {o for k, o in enumerate(distinct) if k % every == every // 2}
+    if not held or len(held) == len(distinct):
+        held = {distinct[len(distinct) // 2]} if len(distinct) > 1 else set()
+    select = np.array([i for i, o in enumerate(names) if o in held], dtype=int)
+    fit = np.array([i for i, o in enumerate(names) if o not in held], dtype=int)
+    return fit, select
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recipe tried on the held-out calibration split."""
+
+    name: str
+    steps: tuple[str, ...]  # of STEPS ("percentile" meaning the per-tensor range choice)
+    agree: int  # top-1 agreement with the float model, images
+    confident: int  # float top-1 probability above 0.5, images
+    confident_agree: int
+    mean_abs_dp: float
+    kl: float  # mean KL divergence of the int8 outputs from the float ones (nats): the fine-grained score
+    model: bytes = field(repr=False)
+    scored: int = 0  # held-out images scored; fewer than all when it was stopped as certain to lose
+    stopped: str = ""  # why it was stopped early
+
+    def beats(self, other: Candidate, floor: Candidate) -> bool:
+        """Closer to the float model than ``other`` (lower mean KL), and not below ``floor``'s agreement counts.
+
+        The counts on a few dozen held-out images move by one on a single near-tie; the KL divergence over every
+        image and class is the steadier measure of "helps", the counts are the guarantee. A candidate stopped
+        early was certain to fail one of these on the images it was not run on.
+        """
+        return (
+            not self.stopped
+            and self.kl < other.kl
+            and self.agree >= floor.agree
+            and self.confident_agree >= floor.confident_agree
+        )
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One step tried on top of the recipe kept so far."""
+
+    step: str
+    tried: Candidate
+    base: Candidate
+    kept: bool
+
+
+@dataclass(frozen=True)
+class Search:
+    """The per-model recipe choice: the textbook candidate, each step's trial, and the recipe kept."""
+
+    chosen: Candidate
+    textbook: Candidate
+    trials: tuple[Trial, ...]
+    fit_images: int
+    select_images: int
+    model: bytes = field(repr=False)  # the chosen recipe rebuilt from every calibration image: the int8 model
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return (self.textbook, *(t.tried for t in self.trials))
+
+    def gains(self) -> dict[str, str]:
+        """Per step tried: kept or dropped, and what it changed on the held-out split over the recipe before it."""
+        out = {}
+        for t in self.trials:
+            label = "all steps together" if t.step == "together" else STEP_NAMES[t.step]
+            if t.tried.stopped:
+                out[f"step: {label}"] = f"dropped: {t.tried.stopped} after {t.tried.scored} of {self.select_images}"
+                continue
+            out[f"step: {label}"] = (
+                f"{'kept' if t.kept else 'dropped'}: {_signed(t.tried.agree - t.base.agree)} top-1, "
+                f"{_signed(t.tried.confident_agree - t.base.confident_agree)} confident "
+                f"of {self.select_images}, KL {t.base.kl:.5f} -> {t.tried.kl:.5f} (over {t.base.name})"
+            )
+        return out
+
+    def steps_text(self) -> list[str]:
+        """The recipe as the report lists it."""
+        c, n = self.chosen, self.select_images
+        if c is self.textbook:
+            return [f"textbook min/max calibration (no step beat it on {n} held-out calibration images)"]
+        names = [STEP_NAMES[s] for s in STEP_NAMES if s in c.steps]
+        if "percentile" not in c.steps:
+            names.append("min/max activation ranges")
+        return [*names, "exact uint8 input"]
+
+    def section(self) -> dict[str, str]:
+        """The report section: split sizes, each candidate's held-out score, each step's gain."""
+        rows = {"split": f"fit on {self.fit_images} calibration images, chosen on {self.select_images} held out"}
+        for c in self.candidates:
+            mark = " (chosen)" if c is self.chosen else ""
+            seen = f"{c.scored} of {self.select_images}" if c.stopped else str(self.select_images)
+            rows[f"candidate: {c.name}"] = (
+                f"top-1 {c.agree}/{seen}, confident {c.confident_agree}/{c.confident}, "
+                f"KL {c.kl:.5f}, mean |dp| {c.mean_abs_dp:.5f}{mark}"
+                + (f" (stopped: {c.stopped}, it cannot win)" if c.stopped else "")
+            )
+        rows.update(self.gains())
+        return rows
+
+
+def _signed(n: int) -> str:
+    return f"{n:+d}"
+
+
+def _score(
+    name: str,
+    steps: tuple[str, ...],
+    model: bytes,
+    images: np.ndarray,
+    reference: np.ndarray,
+    against: tuple[Candidate, Candidate] | None = None,
+    order: np.ndarray | None = None,
+    chunk: int = 8,
+) -> tuple[Candidate, np.ndarray]:
+    """Score ``model`` on the held-out images; with ``against=(base, floor)``, stop once it cannot beat them.
+
+    A candidate must have a lower mean KL than ``base`` and at least ``floor``'s agreement counts. Each image's
+    KL is >= 0 and each disagreement is final, so once the KL summed so far exceeds ``base``'s total, or the
+    disagreements exceed ``floor``'s, the remaining images cannot change the verdict: stopping there gives the
+    same choice as scoring every image, in less time. ``order`` runs the images the textbook found hardest first,
+    where a losing candidate shows it soonest.
+
+    Returns:
+        The candidate, and each scored image's KL divergence (in ``order``).
+    """
+    from edgekit.convert.tfl import Runner
+
+    n = len(images)
+    order = np.arange(n) if order is None else order
+    confident = reference.max(axis=1) > 0.5
+    runner = Runner(model)
+    done: list[np.ndarray] = []
+    probs = np.zeros(reference.shape, np.float32)
+    stopped = ""
+    for start in range(0, n, chunk):
+        idx = order[start : start + chunk]
+        probs[idx] = runner(images[idx])
+        done.append(idx)
+        if against is None or start + chunk >= n:
+            continue
+        base, floor = against
+        seen = np.concatenate(done)
+        wrong = probs[seen].argmax(axis=1) != reference[seen].argmax(axis=1)
+        if wrong.sum() > n - floor.agree:
+            stopped = f"more disagreements than {floor.name}"
+        elif (wrong & confident[seen]).sum() > floor.confident - floor.confident_agree:
+            stopped = f"more confident disagreements than {floor.name}"
+        elif _kl_each(reference[seen], probs[seen]).sum() > base.kl * n * (1 + 1e-9):
+            stopped = f"KL already above {base.name}'s"
+        if stopped:
+            break
+    seen = np.concatenate(done)
+    ref, got = reference[seen], probs[seen]
+    same = got.argmax(axis=1) == ref.argmax(axis=1)
+    conf = confident[seen]
+    each = _kl_each(ref, got)
+    candidate = Candidate(
+        name,
+        steps,
+        int(same.sum()),
+        int(conf.sum()),
+        int(same[conf].sum()),
+        float(np.abs(got - ref).mean()),
+        float(each.mean()),
+        model,
+        len(seen),
+        stopped,
+    )
+    return candidate, each
+
+
+def _kl_each(reference: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    # int8 softmax outputs hit exact zeros: a small floor (then renormalised) keeps the log finite
+    p = np.clip(reference, 1e-12, 1.0)
+    q = np.clip(probs, 1e-6, 1.0)
+    q = q / q.sum(axis=1, keepdims=True)
+    return np.sum(p * (np.log(p) - np.log(q)), axis=1)
+
+
+ORDER = ("percentile", "equalize", "bias")  # each step is tried on top of the ones kept before it
+
+
+def search_recipe(
+    model: Any,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    images: np.ndarray,
+    io: IoType = "uint8",
+    progress: Progress | None = None,
+    steps: frozenset[str] = STEPS,
+    origins: Sequence[str] | None = None,
+) -> Search:
+    """Choose this model's recipe on a held-out part of its calibration images; the textbook recipe always competes.
+
+    The images are split (by origin) into a fit part and a selection part. One converter call and one
+    interpreter pass over the fit part collect every activation's statistics; every candidate is then built
+    from them by editing the calibrated graph (ranges, equalized weights, corrected biases) and quantizing it,
+    with no further calibration. Once the recipe is chosen, a pass over the selection part adds its statistics
+    and the chosen recipe is rebuilt from all calibration images (``search.model``).
+    The first candidate is the textbook recipe (min/max of the fit part, which is
+    what the plain converter computes). Then, in ``ORDER``, each step of ``steps`` is tried on top of the recipe
+    kept so far and kept only if, on the selection part, its outputs are closer to the float model's (lower
+    mean KL divergence) and it agrees with the float model on at least as many images as the textbook recipe,
+    overall and where the float model is confident. So the chosen recipe is never worse than the textbook one on
+    that split, by construction.
+
+    Args:
+        model: float Keras classifier taking normalised input (not modified).
+        mean: per-channel mean, pixel units.
+        std: per-channel std, pixel units.
+        images: (N, H, W, 3) uint8 calibration images.
+        io: integer type of the model's input and output.
+        progress: called once per calibration image (fit part, then selection part).
+        steps: which of ``STEPS`` may be tried.
+        origins: source of each image (augmented crops share their photo's), to split by picture.
+
+    Returns:
+        The search; ``search.model`` is the int8 model (``search.chosen.model`` the one fitted without the
+        selection part, whose scores the search shows).
+    """
+    import copy
+
+    from edgekit.convert.biascorr import correct_biases, weight_ops
+    from edgekit.convert.equalize import equalize, find_pairs
+
+    fit_idx, select_idx = selection_split(len(images), origins)
+    if not len(select_idx):  # a single source picture: hold out images, not pictures
+        fit_idx, select_idx = selection_split(len(images))
+    fit, select = images[fit_idx], images[select_idx]
+    baked = bake_preprocess(model, mean, std)
+    # The converter's own min/max are replaced below, so a few images are enough for its calibration pass.
+    calibrated = calibrate_only(baked, fit[:: max(1, len(fit) // 8)])
+    graph = _read(calibrated)
+    sub = graph.subgraphs[0]
+    pairs = find_pairs(graph) if "equalize" in steps else []
+    channels = {t for p in pairs for t in p.tensors}
+    if "bias" in steps:
+        channels |= {int(sub.operators[k].inputs[0]) for k in weight_ops(graph)}
+    stats, _ = activation_stats(calibrated, fit, progress=progress, channels=frozenset(channels))
+    # The selection part's pass gives the float reference the candidates are scored against, and the statistics
+    # the chosen recipe is rebuilt with at the end.
+    select_stats, reference = activation_stats(calibrated, select, progress=progress, channels=frozenset(channels))
+    inputs = [int(i) for i in sub.inputs]
+
+    def quantized(kept: tuple[str, ...], stats: dict[int, TensorStats], pixels: np.ndarray) -> bytes:
+        work, current = copy.deepcopy(graph), stats
+        if "equalize" in kept:
+            maxima = {i: s.channel_max for i, s in stats.items() if s.channel_max is not None}
+            applied = equalize(work, maxima)
+            current = {i: s.scaled(applied[i]) if i in applied else s for i, s in stats.items()}
+        if "bias" in kept:
+            correct_biases(work, {i: s.channel_mean for i, s in current.items() if s.channel_mean is not None})
+        ranges = chosen_ranges(current) if "percentile" in kept else minmax_ranges(current)
+        for i in inputs:
+            # textbook: the pixels' min/max as the converter sees them; else exact 0..255 (uint8 in at scale 1)
+            ranges[i] = (0.0, 255.0) if kept else (float(pixels.min()), float(pixels.max()))
+        set_ranges(work, ranges)
+        return quantize_calibrated(_write(work), io)
+
+    def build(kept: tuple[str, ...]) -> Candidate:
+        name = " + ".join(STEP_NAMES[s] for s in kept) or "textbook"
+        against = None if not kept else (best, textbook)
+        return _score(name, kept, quantized(kept, stats, fit), select, reference, against, hardest)[0]
+
+    textbook, textbook_kl = _score("textbook", (), quantized((), stats, fit), select, reference)
+    best = textbook
+    hardest = np.argsort(-textbook_kl, kind="stable")
+    trials = []
+    for step in ORDER:
+        if step not in steps or (step == "equalize" and not pairs):
+            continue
+        tried = build((*best.steps, step))
+        keep = tried.beats(best, textbook)
+        trials.append(Trial(step, tried, best, keep))
+        best = tried if keep else best
+    together = tuple(s for s in ORDER if any(t.step == s for t in trials))
+    if len(together) > 1 and best.steps != together:
+        # Steps interact (equalization changes which ranges fit, bias correction what equalization leaves):
+        # one that did not help alone may help with the others, so all of them together is one more candidate.
+        tried = build(together)
+        keep = tried.beats(best, textbook)
+        trials.append(Trial("together", tried, best, keep))
+        best = tried if keep else best
+    logger.info("recipe chosen on %d held-out calibration images: %s", len(select), best.name)
+    # The recipe is chosen; its final ranges and weight statistics use every calibration image.
+    both = merge_stats(stats, select_stats)
+    return Search(best, textbook, tuple(trials), len(fit), len(select), quantized(best.steps, both, images))
 
 
 def quantize_classifier(
@@ -242,54 +676,32 @@ def quantize_classifier(
     recipe: str = "edgekit",
     progress: Progress | None = None,
     steps: frozenset[str] = STEPS,
+    origins: Sequence[str] | None = None,
 ) -> tuple[bytes, list[str]]:
     """Full-int8 TFLite of a float classifier, with its preprocessing baked in.
 
-    The ``edgekit`` recipe (each step measured in benchmarks/convert_fidelity.py):
-      1. cross-layer equalization of ReLU/ReLU6 activations (per-channel ranges made alike);
-      2. bias correction of the int8 weight rounding (BatchNorm means absorb the expected shift);
-      3. activation ranges of feature maps at the 0.02/99.98th percentiles of exact per-image tails instead of
-         min/max (pooled features and logits keep min/max);
-      4. the input range pinned to 0..255 so uint8 pixels enter at scale 1, zero point 0.
+    The ``edgekit`` recipe is chosen per model by ``search_recipe``: starting from the textbook recipe, a
+    per-tensor range choice (least quantization MSE over candidate clips), cross-layer equalization and bias
+    correction of the int8 weight rounding are each kept only when they help this model on held-out
+    calibration images; every non-textbook recipe pins the input range to 0..255 (uint8 pixels enter at scale
+    1, zero point 0).
 
     Args:
-        model: float Keras classifier taking normalised input (it is not modified: steps work on a clone).
+        model: float Keras classifier taking normalised input (not modified).
         mean: per-channel mean, pixel units.
         std: per-channel std, pixel units.
         images: (N, H, W, 3) uint8 calibration images.
         io: integer type of the model's input and output.
         recipe: ``edgekit`` or ``textbook`` (plain TFLiteConverter, the baseline).
-        progress: called once per calibration image processed in the range pass.
-        steps: which of ``STEPS`` to apply (all by default; the benchmark switches them one by one).
+        progress: called once per calibration image processed in the activation pass.
+        steps: which of ``STEPS`` may be tried (all by default).
+        origins: source of each image, so that the held-out selection split never shares a picture with the fit.
 
     Returns:
-        (int8 model bytes, names of the steps applied).
+        (int8 model bytes, names of the steps applied). ``search_recipe`` gives the full search.
     """
     if recipe == "textbook":
         baked = bake_preprocess(model, mean, std)
         return textbook_int8(baked, images, io, progress), ["textbook min/max calibration"]
-    from edgekit.convert.biascorr import correct_biases
-    from edgekit.convert.equalize import equalize
-
-    applied = []
-    work = _clone(model) if steps & {"equalize", "bias"} else None
-    if work is not None:
-        # Weight-side statistics need far fewer images than activation ranges: means and maxima settle quickly.
-        stat_images = _normalised(images[:: max(1, len(images) // 64)], mean, std)
-        if "equalize" in steps and equalize(work, stat_images):
-            applied.append("cross-layer equalization")
-        if "bias" in steps and correct_biases(work, stat_images):
-            applied.append("bias correction")
-    baked = bake_preprocess(work if work is not None else model, mean, std)
-    if "percentile" in steps:
-        # The converter's min/max are replaced below, so a few images are enough for its calibration pass.
-        calibrated = calibrate_only(baked, images[:: max(1, len(images) // 8)])
-        ranges = activation_tails(calibrated, images, progress=progress)
-        applied.append("percentile (99.98%) activation ranges")
-    else:
-        calibrated = calibrate_only(baked, images, progress)
-        ranges = {}
-        applied.append("min/max activation ranges")
-    ranges = _fix_input_range(calibrated, ranges)
-    applied.append("exact uint8 input")
-    return quantize_calibrated(set_ranges(calibrated, ranges), io), applied
+    search = search_recipe(model, mean, std, images, io, progress, steps, origins)
+    return search.model, search.steps_text()

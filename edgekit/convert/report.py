@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,26 @@ from typing import Any
 import numpy as np
 
 CONFIDENT = 0.5  # float top-1 probability above which a prediction counts as confident
+MIN_JUDGE = 30  # below this many images a rate is printed with "too few images to judge"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of the rate ``k / n`` (95 % for z = 1.96); (0, 1) when ``n`` is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate(k: int, n: int) -> str:
+    """``k/n = x% (95% CI a-b%)``, or a plain statement when there is nothing or too little to judge."""
+    if n <= 0:
+        return "n/a (no images)"
+    lo, hi = wilson(k, n)
+    text = f"{k}/{n} = {100 * k / n:.1f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f}%)"
+    return text + (": too few images to judge" if n < MIN_JUDGE else "")
 
 
 @dataclass(frozen=True)
@@ -122,19 +143,20 @@ def rows(report: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     fid_rows = [
         ("calibration", cal_text),
         ("evaluation", f"{f['images']} images from {e['source']}"),
-        ("top-1 agreement", _pct(f["top1_agreement"])),
+        ("top-1 agreement", rate(round(f["top1_agreement"] * f["images"]), f["images"])),
         (
             f"top-1 agreement, float p>{CONFIDENT:g}",
-            f"{_pct(f['confident_agreement'])} of {f['confident_images']}",
+            rate(round((f["confident_agreement"] or 0) * f["confident_images"]), f["confident_images"]),
         ),
-        ("top-5 containment", _pct(f["top5_containment"])),
+        ("top-5 containment", rate(round(f["top5_containment"] * f["images"]), f["images"])),
         ("mean |Δp|", f"{f['mean_abs_dp']:.5f} (max {f['max_abs_dp']:.3f})"),
     ]
     if f.get("float_accuracy") is not None:
         fid_rows.append(
             (
                 "accuracy float / int8",
-                f"{_pct(f['float_accuracy'])} / {_pct(f['int8_accuracy'])} on {f['labelled_images']} labelled",
+                f"{_pct(f['float_accuracy'])} / {_pct(f['int8_accuracy'])} on {f['labelled_images']} labelled"
+                + (": too few images to judge" if f["labelled_images"] < MIN_JUDGE else ""),
             )
         )
     fid_rows.append(("recipe", ", ".join(report.get("recipe", [])) or "textbook"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.convert.report import to_text
 from edgekit.model.manifest import load_manifest
 from edgekit.model.preprocess import prepare
 
@@ -49,6 +50,11 @@ def test_report_counts_calibration_and_measures_fidelity(converted: tuple[Path, 
     assert report["ops"]["CONV_2D"] >= 30 and report["ops"]["DEPTHWISE_CONV_2D"] >= 15
     assert report["model"]["parameters"] > 300_000 and report["model"]["macs"] > 1_000_000
     assert report["timing"]["wall_s"] > 0 and report["timing"]["peak_rss_mb"] > 100
+    search = report["sections"]["Recipe search (held-out calibration split)"]
+    assert search["split"].startswith("fit on ") and search["candidate: textbook"].startswith("top-1 ")
+    assert sum("(chosen)" in v for v in search.values()) == 1
+    text = to_text(report)
+    assert "95% CI" in text and "too few images to judge" in text  # a held-out split of a few photos
 
 
 def test_int8_model_runs_on_uint8_pixels_and_tracks_the_float_model(

@@ -19,6 +19,8 @@ from edgekit.model.tflite import read_model
 def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: Path, photos: list[Path]) -> None:
     import cv2
 
+    from edgekit.convert.calibration import load_calibration
+    from edgekit.convert.quantize import bake_preprocess, textbook_int8
     from edgekit.convert.tfl import Runner
     from edgekit.convert.zoo import load_builtin
 
@@ -50,7 +52,14 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: P
     assert manifest.labels == "labels.txt" and (out / "labels.txt").read_text().splitlines()[1] == "goldfish"
     assert report["model"]["parameters"] == 3_504_872
     assert report["size"]["ratio"] <= 0.3
-    assert "cross-layer equalization" in report["recipe"] and "bias correction" in report["recipe"]
+    # The recipe is what the per-model search chose (#16): the steps of the candidate marked chosen.
+    search = report["sections"]["Recipe search (held-out calibration split)"]
+    chosen = [k.removeprefix("candidate: ") for k, v in search.items() if v.endswith("(chosen)")]
+    listed = set(report["recipe"]) - {"min/max activation ranges", "exact uint8 input"}
+    assert len(chosen) == 1
+    assert (
+        listed == set(chosen[0].split(" + ")) if chosen[0] != "textbook" else report["recipe"][0].startswith("textbook")
+    )
 
     # Independent check: the int8 model against the float port on every photo, fed uint8 pixels like the device.
     zoo = load_builtin("mobilenet_v2", None, 224, "torchvision-imagenet")
@@ -62,14 +71,21 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: P
     q = Runner((out / "model.tflite").read_bytes())(images)
     confident = ref.max(axis=1) > 0.5
     assert confident.sum() >= 5
-    # A confident photo must keep its top-1, unless int8 puts float's top-1 one logit step behind its own: the
-    # finest difference the int8 logits can express, a tie at the model's resolution. smarties.png (float 0.52
-    # against 0.26) is such a tie in int8: 0.38/0.34, 0.31/0.36 and 0.34/0.34 in three conversions that differ
-    # only by +-1 roundings. Two steps or more is a lost prediction.
+    # The same calibration through the textbook recipe, the baseline edgekit promises never to fall below (#16).
+    calib = load_calibration(data_dir / "photos", (224, 224), manifest.preprocess, num=210)
+    baked = bake_preprocess(zoo.model, zoo.preprocess.mean, zoo.preprocess.std)
+    t = Runner(textbook_int8(baked, calib.images))(images)
+    for subset in (np.ones(len(ref), bool), confident):
+        assert np.sum((ref.argmax(1) == q.argmax(1))[subset]) >= np.sum((ref.argmax(1) == t.argmax(1))[subset])
+    # A confident photo must keep its top-1, unless int8 puts float's top-1 one logit step behind its own (the
+    # finest difference the int8 logits can express: a tie at the model's resolution), or the textbook recipe
+    # loses it too. smarties.png (float 0.52 against 0.26) is such a photo: one step behind in the fixed recipe
+    # tuned on these photos, lost by textbook, and lost by the recipe the search picks when that one is textbook.
     graph = read_model(out / "model.tflite").subgraphs[0]
     (softmax,) = [op for op in graph.operators if op.name == "SOFTMAX"]
     logit_step = graph.tensors[softmax.inputs[0]].quantization.scale[0]
     behind = np.log(q.max(1) / np.maximum(q[np.arange(len(q)), ref.argmax(1)], 1 / 256)) / logit_step
+    lost_by_textbook = confident & (ref.argmax(1) != t.argmax(1))
     flipped = [
         (
             photos[i].name,
@@ -77,7 +93,7 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: P
             round(float(np.sort(ref[i])[-2]), 3),
             round(behind[i], 2),
         )
-        for i in np.flatnonzero(confident & (ref.argmax(1) != q.argmax(1)) & (behind > 1.5))
+        for i in np.flatnonzero(confident & (ref.argmax(1) != q.argmax(1)) & (behind > 1.5) & ~lost_by_textbook)
     ]
     assert flipped == []
     top5 = np.argsort(-q, axis=1)[:, :5]

@@ -1,5 +1,5 @@
 """The quantization steps on a small real Keras MobileNetV2: equalization keeps the float function, bias
-correction cancels the int8 weight-rounding shift, and the report's fidelity numbers are computed right."""
+correction follows the quantizer's own rounding, and the report's fidelity numbers are computed right."""
 
 from __future__ import annotations
 
@@ -28,39 +28,99 @@ def _inputs(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, 64, 64, 3)).astype(np.float32)
 
 
-def test_equalization_keeps_the_float_function_and_evens_out_channels(mobilenet: object) -> None:
-    import keras
+@pytest.fixture(scope="module")
+def calibrated(mobilenet: object) -> tuple[bytes, np.ndarray]:
+    """The small model baked to pixels, calibrate-only, and real-valued pixel inputs to run it on."""
+    from edgekit.convert.quantize import bake_preprocess, calibrate_only
 
-    from edgekit.convert.equalize import channel_maxima, equalize, find_pairs
+    pixels = np.random.default_rng(1).uniform(0, 255, (16, 64, 64, 3)).astype(np.uint8)
+    return calibrate_only(bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3), pixels[:4]), pixels
 
-    model = keras.models.clone_model(mobilenet)
-    model.set_weights(mobilenet.get_weights())  # type: ignore[attr-defined]
-    x = _inputs(16, 1)
-    before = np.asarray(model(x))
-    pairs = find_pairs(model)
+
+def _float_outputs(model: bytes, pixels: np.ndarray) -> np.ndarray:
+    from edgekit.convert.tfl import Runner
+
+    return Runner(model)(pixels)
+
+
+def test_equalization_keeps_the_float_function_and_evens_out_channels(calibrated: tuple[bytes, np.ndarray]) -> None:
+    import copy
+
+    from edgekit.convert.equalize import equalize, find_pairs
+    from edgekit.convert.quantize import _read, _write, activation_stats
+
+    model, pixels = calibrated
+    graph = _read(model)
+    pairs = find_pairs(graph)
     assert len(pairs) >= 30  # expand->dw and dw->project in every block
-    spread_before = [float(m.max() / max(m[m > 0].min(), 1e-9)) for m in channel_maxima(model, pairs, x)]
-    assert equalize(model, x)
-    spread_after = [float(m.max() / max(m[m > 0].min(), 1e-9)) for m in channel_maxima(model, pairs, x)]
-    assert np.median(spread_after) < np.median(spread_before)
-    assert np.abs(np.asarray(model(x)) - before).max() < 1e-4
-    assert np.abs(np.asarray(model(_inputs(8, 2))) - np.asarray(mobilenet(_inputs(8, 2)))).max() < 1e-4  # type: ignore[operator]
+    tensors = frozenset(t for p in pairs for t in p.tensors)
+    stats = activation_stats(model, pixels, channels=tensors)[0]
+    maxima = {i: s.channel_max for i, s in stats.items() if s.channel_max is not None}
+    work = copy.deepcopy(graph)
+    applied = equalize(work, maxima)
+    assert len(applied) >= 30
+    equalized = _write(work)
+    after = activation_stats(equalized, pixels, channels=tensors)[0]
+
+    def spread(m: np.ndarray) -> float:
+        return float(m.max() / max(m[m > 0].min(), 1e-9))
+
+    first = [p.tensors[0] for p in pairs if p.tensors[0] in applied]
+    assert np.median([spread(after[t].channel_max) for t in first]) < np.median(  # type: ignore[arg-type]
+        [spread(stats[t].channel_max) for t in first]  # type: ignore[arg-type]
+    )
+    for t in first:  # the predicted statistics of an equalized tensor are the measured ones
+        np.testing.assert_allclose(stats[t].scaled(applied[t]).channel_max, after[t].channel_max, rtol=1e-4, atol=1e-5)  # type: ignore[arg-type]
+    np.testing.assert_allclose(_float_outputs(equalized, pixels), _float_outputs(model, pixels), atol=1e-4)
 
 
-def test_bias_correction_moves_only_biases(mobilenet: object) -> None:
-    import keras
+def test_bias_correction_uses_the_quantizers_own_rounding_and_moves_only_biases(
+    calibrated: tuple[bytes, np.ndarray],
+) -> None:
+    import copy
 
-    from edgekit.convert.biascorr import correct_biases
+    from edgekit.convert.biascorr import correct_biases, int8_error, weight_ops
+    from edgekit.convert.equalize import DEPTHWISE_CONV_2D, opcode, weights
+    from edgekit.convert.quantize import _read, activation_stats, quantize_calibrated
 
-    model = keras.models.clone_model(mobilenet)
-    model.set_weights(mobilenet.get_weights())  # type: ignore[attr-defined]
-    kernels = [w.copy() for layer in model.layers for w in layer.get_weights()[:1] if w.ndim == 4]
-    assert correct_biases(model, _inputs(8, 3)) >= 50
-    after = [w for layer in model.layers for w in layer.get_weights()[:1] if w.ndim == 4]
-    assert all(np.array_equal(a, b) for a, b in zip(kernels, after, strict=True))
-    # the float model moved by the expected rounding shift only: small, but not zero
-    diff = np.abs(np.asarray(model(_inputs(4, 4))) - np.asarray(mobilenet(_inputs(4, 4)))).max()  # type: ignore[operator]
-    assert 0 < diff < 0.05
+    model, pixels = calibrated
+    graph = _read(model)
+    ops = weight_ops(graph)
+    assert len(ops) >= 50
+    # the rounding error bias correction assumes is the one the real quantizer makes, layer by layer
+    quantized = _read(quantize_calibrated(model))
+    qsub = quantized.subgraphs[0]
+    by_output = {qsub.tensors[int(op.outputs[0])].name: op for op in qsub.operators}
+    for k in ops:
+        op = graph.subgraphs[0].operators[k]
+        qop = by_output[graph.subgraphs[0].tensors[int(op.outputs[0])].name]
+        w = weights(graph, int(op.inputs[1]))
+        qt = quantized.subgraphs[0].tensors[int(qop.inputs[1])]
+        data = np.frombuffer(np.asarray(quantized.buffers[qt.buffer].data, np.uint8).tobytes(), np.int8)
+        axis = 3 if opcode(graph, op) == DEPTHWISE_CONV_2D else 0
+        shape = [1] * w.ndim  # type: ignore[union-attr]
+        shape[axis] = -1
+        dequantized = data.reshape(w.shape).astype(np.float64) * qt.quantization.scale.reshape(shape)  # type: ignore[union-attr]
+        np.testing.assert_allclose(dequantized - w, int8_error(w, axis), atol=1e-6)  # type: ignore[arg-type]
+
+    inputs = frozenset(int(graph.subgraphs[0].operators[k].inputs[0]) for k in ops)
+    stats = activation_stats(model, pixels, channels=inputs)[0]
+    work = copy.deepcopy(graph)
+    means = {i: s.channel_mean for i, s in stats.items() if s.channel_mean is not None}
+    # every operator but the baked normalisation, which reads the model input (no statistics: pixels enter at
+    # scale 1) and whose single-tap kernels are exact in int8 (each channel's one weight is its own max)
+    (first,) = [k for k in ops if int(graph.subgraphs[0].operators[k].inputs[0]) not in means]
+    assert graph.subgraphs[0].tensors[int(graph.subgraphs[0].operators[first].outputs[0])].name.find(b"normalize") >= 0
+    assert not int8_error(weights(graph, int(graph.subgraphs[0].operators[first].inputs[1])), 3).any()  # type: ignore[arg-type]
+    assert correct_biases(work, means) == len(ops) - 1
+    for k in ops:
+        w_id = int(graph.subgraphs[0].operators[k].inputs[1])
+        assert np.array_equal(weights(work, w_id), weights(graph, w_id))  # type: ignore[arg-type]
+    assert any(
+        not np.array_equal(weights(work, int(graph.subgraphs[0].operators[k].inputs[2])),  # type: ignore[arg-type]
+                           weights(graph, int(graph.subgraphs[0].operators[k].inputs[2])))  # type: ignore[arg-type]
+        for k in ops
+    )  # fmt: skip
 
 
 def test_fidelity_numbers() -> None:
@@ -72,3 +132,126 @@ def test_fidelity_numbers() -> None:
     assert f.top5_containment == 1.0
     assert f.mean_abs_dp == pytest.approx(np.abs(ref - q).mean())
     assert (f.labelled_images, f.float_accuracy, f.int8_accuracy) == (3, 2 / 3, 1.0)
+
+
+def test_wilson_interval_and_small_counts() -> None:
+    from edgekit.convert.report import rate, wilson
+
+    lo, hi = wilson(0, 1)
+    assert lo == 0.0 and hi == pytest.approx(1.96**2 / (1 + 1.96**2))
+    lo, hi = wilson(90, 100)
+    assert (round(lo, 3), round(hi, 3)) == (0.826, 0.945)  # the textbook Wilson 95% interval of 90/100
+    assert rate(0, 1) == "0/1 = 0.0% (95% CI 0.0-79.3%): too few images to judge"
+    assert "too few" not in rate(27, 30)
+    assert rate(0, 0) == "n/a (no images)"
+
+
+def _stats(values: np.ndarray, images: int = 4) -> object:
+    from edgekit.convert.quantize import TensorStats
+
+    v = np.sort(values.astype(np.float32))
+    k = max(1, int(np.ceil(4 * 5e-4 * v.size)))
+    return TensorStats(v[:k], v[-k:], v.size, int(np.count_nonzero(v)), v.size // images)
+
+
+def test_range_choice_clips_a_long_tail_but_not_a_flat_distribution() -> None:
+    from edgekit.convert.quantize import chosen_ranges, quantization_mse
+
+    rng = np.random.default_rng(0)
+    spiky = np.abs(rng.standard_t(2, 200_000))  # a long tail: min/max would spend most int8 levels on a few values
+    flat = rng.uniform(0, 6, 200_000)
+    stats = {0: _stats(spiky), 1: _stats(flat), 2: _stats(np.abs(rng.normal(0, 1, 4000)), images=4)}
+    ranges = chosen_ranges(stats)  # type: ignore[arg-type]
+    assert ranges[0][1] < spiky.max() and quantization_mse(stats[0], *ranges[0]) < quantization_mse(
+        stats[0], 0, spiky.max()
+    )  # type: ignore[arg-type]
+    assert ranges[1][1] == pytest.approx(flat.max(), rel=1e-3)
+    assert ranges[2][1] == pytest.approx(stats[2].high[-1])  # type: ignore[attr-defined]  # a vector keeps min/max
+
+
+def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: object, photos: list) -> None:
+    import cv2
+
+    from edgekit.convert.quantize import bake_preprocess, search_recipe, selection_split
+    from edgekit.convert.tfl import Runner
+
+    pictures = [cv2.resize(cv2.imread(str(p))[:, :, ::-1], (64, 64), interpolation=cv2.INTER_AREA) for p in photos]
+    flips = [p[:, ::-1] for p in pictures]
+    images = np.ascontiguousarray(np.stack(pictures + flips))
+    origins = [p.name for p in photos] * 2
+    fit, select = selection_split(len(images), origins)
+    assert len(select) >= 4 and not {origins[i] for i in fit} & {origins[i] for i in select}
+
+    search = search_recipe(mobilenet, (127.5,) * 3, (127.5,) * 3, images, origins=origins)
+    textbook = search.textbook
+    assert textbook.name == "textbook" and [t.step for t in search.trials][:3] == ["percentile", "equalize", "bias"]
+    assert search.chosen.agree >= textbook.agree and search.chosen.confident_agree >= textbook.confident_agree
+    assert all(c.kl >= 0 for c in search.candidates)  # a divergence, not a clipped stand-in
+    for trial in search.trials:  # each step is kept exactly when it beats the recipe kept before it
+        assert trial.kept == trial.tried.beats(trial.base, textbook)
+    # a candidate stopped early would have lost had it been run on every held-out image
+    from edgekit.convert.quantize import _score
+
+    reference_select = np.asarray(
+        bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3)(images[select].astype(np.float32))
+    )
+    for trial in search.trials:
+        if trial.tried.stopped:
+            assert trial.tried.scored < len(select)
+            full, _ = _score("full", trial.tried.steps, trial.tried.model, images[select], reference_select)
+            assert not full.beats(trial.base, textbook)
+    kept = [t.tried for t in search.trials if t.kept]
+    assert search.chosen is (kept[-1] if kept else textbook)
+    # the scores are the chosen model's real agreement on the held-out pictures
+    probs = Runner(search.chosen.model)(images[select])
+    assert search.chosen.agree == int((probs.argmax(1) == reference_select.argmax(1)).sum())
+    section = search.section()
+    assert section["split"] == f"fit on {len(fit)} calibration images, chosen on {len(select)} held out"
+    assert sum("(chosen)" in v for v in section.values()) == 1
+    assert any(v.startswith(("kept", "dropped")) for v in section.values())
+
+
+def test_statistics_of_two_image_sets_merge_into_those_of_both(calibrated: tuple[bytes, np.ndarray]) -> None:
+    from edgekit.convert.quantize import activation_stats, chosen_ranges, merge_stats
+
+    model, pixels = calibrated
+    every = frozenset(activation_stats(model, pixels[:1])[0])
+    whole = activation_stats(model, pixels, channels=every)[0]
+    merged = merge_stats(
+        activation_stats(model, pixels[:10], channels=every)[0], activation_stats(model, pixels[10:], channels=every)[0]
+    )
+    assert merged.keys() == whole.keys()
+    for i, s in whole.items():
+        assert (merged[i].size, merged[i].nonzero) == (s.size, s.nonzero)
+        np.testing.assert_allclose(merged[i].channel_mean, s.channel_mean, rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(merged[i].channel_max, s.channel_max)  # type: ignore[arg-type]
+    assert chosen_ranges(merged) == chosen_ranges(whole)  # the range choice reads only what the merge keeps exactly
+
+
+def test_tails_are_exact_on_channels_last_activations() -> None:
+    from edgekit.convert.quantize import _top
+
+    rng = np.random.default_rng(3)
+    # (56, 56, 96) channels-last, one loud channel every 32 (a strided sample would see only those), a ReLU6 cap
+    x = np.maximum(rng.normal(0, 1, (56, 56, 96)), 0) * np.where(np.arange(96) % 32 == 0, 5.0, 1.0)
+    for v in (x.reshape(-1).astype(np.float32), np.minimum(x, 6).reshape(-1).astype(np.float32)):
+        for k in (1, 60, 603, 5000):
+            np.testing.assert_array_equal(np.sort(_top(v, k)), np.sort(v)[-k:])
+            np.testing.assert_array_equal(np.sort(_top(v - 1, k, largest=False)), np.sort(v - 1)[:k])
+
+
+def test_a_candidate_is_stopped_only_when_it_cannot_win(calibrated: tuple[bytes, np.ndarray]) -> None:
+    from edgekit.convert.quantize import _read, _score, _write, activation_stats, quantize_calibrated, set_ranges
+
+    model, pixels = calibrated
+    stats, reference = activation_stats(model, pixels)
+    good = quantize_calibrated(model)
+    graph = _read(model)
+    set_ranges(graph, {i: (-0.01, 0.01) for i in stats})  # every activation clipped to nothing: a sure loser
+    bad = quantize_calibrated(_write(graph))
+    base, _ = _score("textbook", (), good, pixels, reference)
+    stopped, _ = _score("bad", ("percentile",), bad, pixels, reference, (base, base), chunk=2)
+    full, _ = _score("bad", ("percentile",), bad, pixels, reference)
+    assert stopped.stopped and stopped.scored < len(pixels) and not full.beats(base, base)
+    same, _ = _score("same", (), good, pixels, reference, (base, base), chunk=2)  # ties are run to the end
+    assert not same.stopped and same.scored == len(pixels) and same.kl == pytest.approx(base.kl)
