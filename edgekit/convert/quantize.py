@@ -199,8 +199,8 @@ def activation_stats(
 ) -> tuple[dict[int, TensorStats], np.ndarray]:
     """One interpreter pass over ``images`` keeping, per activation, its exact extreme values and counts.
 
-    Each image contributes its ``4 * max_tail`` most negative and most positive values per tensor (an O(n)
-    partition, no sampling), so any quantile up to ``max_tail`` over all images is exact unless a single image
+    Each image contributes its ``4 * max_tail`` most negative and most positive values per tensor (exactly,
+    see `_top`), so any quantile up to ``max_tail`` over all images is exact unless a single image
     holds more than four times its share of the extremes. Every candidate recipe is then built from these
     statistics alone, without another pass.
 

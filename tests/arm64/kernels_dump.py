@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,15 +40,15 @@ def decoded(video: str, count: int, pictures: list[str]) -> list[np.ndarray]:
     return frames
 
 
-def outputs(interpreter: object, inputs: np.ndarray) -> np.ndarray:
-    interpreter.allocate_tensors()  # type: ignore[attr-defined]
-    (inp,) = interpreter.get_input_details()  # type: ignore[attr-defined]
-    out = interpreter.get_output_details()[0]  # type: ignore[attr-defined]
+def outputs(interpreter: Any, inputs: np.ndarray) -> np.ndarray:
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    out = interpreter.get_output_details()[0]
     results = []
     for tensor in inputs:
-        interpreter.set_tensor(inp["index"], tensor[None])  # type: ignore[attr-defined]
-        interpreter.invoke()  # type: ignore[attr-defined]
-        results.append(interpreter.get_tensor(out["index"]).copy())  # type: ignore[attr-defined]
+        interpreter.set_tensor(inp["index"], tensor[None])
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"]).copy())
     return np.stack(results)
 
 
