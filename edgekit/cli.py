@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import click
 
 from edgekit import __version__
-from edgekit.cli_sweep import sweep
 from edgekit.errors import EdgekitError
 from edgekit.log import setup_logging
 
@@ -35,7 +34,23 @@ class UserError(click.ClickException):
 
 
 class EdgekitGroup(click.Group):
-    """A click group that reports library errors as one line instead of a traceback."""
+    """A click group that reports library errors as one line instead of a traceback.
+
+    Commands in ``lazy`` (name -> module) are imported when named or listed (``--help``), not at start-up:
+    `edgekit run` on a device does not pay for ``sweep``'s imports.
+    """
+
+    lazy: ClassVar[dict[str, str]] = {"sweep": "edgekit.cli_sweep"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            self.add_command(getattr(importlib.import_module(self.lazy[cmd_name]), cmd_name))
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -514,6 +529,3 @@ def service_logs(ctx: click.Context, name: str, user_mode: bool, lines: int, fol
     from edgekit.ops import service
 
     ctx.exit(service.run_tool(service.logs_command(name, user_mode, lines, follow)))
-
-
-cli.add_command(sweep)

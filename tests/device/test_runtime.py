@@ -84,6 +84,27 @@ def test_a_crash_while_loading_is_contained_in_the_probe(monkeypatch: pytest.Mon
         runtime._probe_in_child(classifier_dir / "model.tflite", allocate=True)
 
 
+def test_the_parent_works_while_the_probe_loads_and_a_crash_is_still_reported(
+    monkeypatch: pytest.MonkeyPatch, classifier_dir: Path
+) -> None:
+    # `meanwhile` runs in the parent while the forked child is still alive (its pid not yet reaped), and the
+    # child's crash is reported after it, as without it.
+    children = []
+
+    def crash(**_kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def meanwhile() -> None:
+        children.append(os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT))  # the child, not yet reaped
+
+    monkeypatch.setattr(runtime, "_runtime", types.SimpleNamespace(Interpreter=crash))
+    with pytest.raises(ModelError, match=r"crashed \(SIGSEGV\)"):
+        runtime._probe_in_child(classifier_dir / "model.tflite", allocate=True, meanwhile=meanwhile)
+    assert len(children) == 1 and children[0] is not None
+    with pytest.raises(ChildProcessError):  # and reaped by the probe afterwards
+        os.waitpid(children[0].si_pid, os.WNOHANG)
+
+
 def test_float_model_on_edgetpu_is_the_models_fault(float_model: Path) -> None:
     with pytest.raises(ModelError, match=r"input is float32, but --device edgetpu needs a uint8/int8 model"):
         runtime.make_interpreter(float_model, "edgetpu")
