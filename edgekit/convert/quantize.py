@@ -417,7 +417,7 @@ def selection_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of two disjoint parts of the calibration images (by default the search's two folds).
 
-    Images that share an origin (a photo and its augmented crops) stay on one side, so the selection part
+    Images that share an origin (a photo and its augmented crops) stay on one side, so the second part
     judges on pictures the ranges were not fitted to. Deterministic: every ``1 / fraction``-th origin in
     sorted order goes to the second part.
     """
