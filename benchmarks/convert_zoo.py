@@ -19,7 +19,11 @@ Exits 1 when edgekit is worse than the textbook recipe on any model, overall or 
 confident, by more than one image, or misses a target of issue 16: ImageNet MobileNetV2 confident agreement
 >= 0.99, overall >= 0.85, top-5 >= 0.995; every model confident >= 0.97 (printed as MISS lines).
 
-    python benchmarks/convert_zoo.py [--only NAME ...] [--out DIR]
+    python benchmarks/convert_zoo.py [--only NAME ...] [--out DIR] [--dev]
+
+``--dev`` is for developing the recipe: it never reads evaluation/. It carves a dev split out of tuning/ (every
+4th photo with its crops, and the last quarter of the tuning frames after a gap), trains and calibrates on the
+rest, and reports on the dev pictures (originals and crops) instead.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import dataclasses
 import functools
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -116,6 +121,33 @@ def write_splits(out: Path) -> tuple[Path, Path]:
     return tuning, evaluation
 
 
+DEV_EVERY = 4  # every 4th tuning photo (with its crops) goes to the dev split
+
+
+def write_dev_split(tuning: Path, out: Path) -> tuple[Path, Path]:
+    """A fit folder and a dev folder carved out of ``tuning`` (by source picture): evaluation/ is not read."""
+    import shutil
+
+    fit, dev = out / "fit", out / "dev"
+    if (out / "done").is_file():
+        return fit, dev
+    for cls in CLASSES:
+        files = sorted((tuning / cls).iterdir())
+        if cls == CLASSES[2]:  # video frames: the last quarter, after a gap of two kept frames
+            cut = int(0.75 * len(files))
+            chosen = {f: (fit if k < cut - 2 else dev if k >= cut else None) for k, f in enumerate(files)}
+        else:
+            stems = sorted({f.stem.split("_crop")[0] for f in files})
+            held = {st for k, st in enumerate(stems) if k % DEV_EVERY == DEV_EVERY // 2}
+            chosen = {f: dev if f.stem.split("_crop")[0] in held else fit for f in files}
+        for f, folder in chosen.items():
+            if folder is not None:
+                (folder / cls).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, folder / cls / f.name)
+    (out / "done").write_text("ok\n")
+    return fit, dev
+
+
 def build(entry: Entry, tuning: Path) -> tuple[Any, Any, list[str] | None]:
     """The float Keras classifier of ``entry``, its preprocessing and labels (a head trained on ``tuning``)."""
     import keras
@@ -160,6 +192,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="names (or parts of names) of the zoo entries to run")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "zoo", help="picture folders")
     parser.add_argument("--num-calib", type=int, default=150, help="calibration images (from tuning/)")
+    parser.add_argument("--dev", action="store_true", help="evaluate on a dev split of tuning/ (never evaluation/)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -169,8 +202,10 @@ def main() -> int:
     from edgekit.convert.tfl import Runner
 
     tuning, evaluation = write_splits(args.out)
+    if args.dev:
+        tuning, evaluation = write_dev_split(tuning, args.out / "dev")
     print(f"tuning split (calibration, head training):  {tuning}")
-    print(f"evaluation split (every figure below):      {evaluation}")
+    print(f"{'dev' if args.dev else 'evaluation'} split (every figure below):      {evaluation}")
     entries = [e for e in ZOO if not args.only or any(o in e.name for o in args.only)]
     rows: list[tuple[str, str, Any, float]] = []
     failed = []
@@ -179,21 +214,35 @@ def main() -> int:
         size = (entry.size, entry.size)
         calib = load_calibration(tuning, size, pre, num=args.num_calib, seed=0)
         pictures, origins, classes, _, _ = read_sources(evaluation, max_frames=100_000)
-        ev_images, _, ev_classes, _ = build_set(pictures, origins, size, pre, classes=classes)  # one each, no crops
+        # one image per file, no crops
+        ev_images, ev_origins, ev_classes, _ = build_set(pictures, origins, size, pre, classes=classes)
         truth = np.array([CLASSES.index(str(c)) for c in ev_classes]) if labels else None
         baked = quantize.bake_preprocess(model, pre.mean, pre.std)
         reference = Runner(quantize.float_tflite(baked))(ev_images)
-        results = {}
+        results, probs = {}, {}
         for recipe in ("textbook", "edgekit"):
             started = time.monotonic()
             if recipe == "textbook":
                 int8 = quantize.textbook_int8(baked, calib.images)
             else:
-                int8, _ = quantize.quantize_classifier(model, pre.mean, pre.std, calib.images, origins=calib.origins)
+                # crops written as files come from one photo, neighbouring frames show one scene: the search's
+                # folds must keep each together
+                pictures_of = [re.sub(r"_crop\d+(?=\.png$)", "", o) for o in calib.origins]
+                pictures_of = [re.sub(r"frame(\d+)", lambda m: f"scene{int(m[1]) // 30}", o) for o in pictures_of]
+                search = quantize.search_recipe(model, pre.mean, pre.std, calib.images, origins=pictures_of)
+                int8 = search.model
             seconds = time.monotonic() - started
-            results[recipe] = fidelity(reference, Runner(int8)(ev_images), truth)
+            probs[recipe] = Runner(int8)(ev_images)
+            results[recipe] = fidelity(reference, probs[recipe], truth)
             rows.append((entry.name, recipe, results[recipe], seconds))
             print(f"  {entry.name}: {recipe} done in {seconds:.0f} s")
+        for k, v in search.section().items():
+            print(f"    {k}: {v}")
+        top = reference.argmax(axis=1)
+        ok_t, ok_e = probs["textbook"].argmax(axis=1) == top, probs["edgekit"].argmax(axis=1) == top
+        flips = [f"{ev_origins[i]} (float p {reference[i].max():.2f})" for i in np.flatnonzero(ok_t & ~ok_e)]
+        print(f"    lost by edgekit, kept by textbook: {', '.join(flips) or 'none'}")
+        print(f"    won by edgekit, lost by textbook: {int((ok_e & ~ok_t).sum())} images")
         e, t = results["edgekit"], results["textbook"]
         n, nc = e.images, e.confident_images
         worse_overall = round(e.top1_agreement * n) < round(t.top1_agreement * n) - 1
@@ -217,7 +266,8 @@ def main() -> int:
             f"{name:37} {recipe:9} {conf:64} {top1:36} {100 * f.top5_containment:5.1f}% {acc[0]} {acc[1]} "
             f"{seconds:4.0f}s"
         )
-    print("(confident = float p > 0.5; intervals are Wilson 95 %; all figures on the evaluation split only)")
+    split = "dev split of tuning/" if args.dev else "evaluation split"
+    print(f"(confident = float p > 0.5; intervals are Wilson 95 %; all figures on the {split} only)")
     for name in failed:
         print(f"MISS edgekit worse than textbook by more than one image: {name}")
     if not failed:

@@ -201,7 +201,7 @@ def convert_classifier(options: ConvertOptions, progress: ProgressFactory | None
                 loaded.model, pre.mean, pre.std, calib.images, options.io, tick, origins=calib.origins
             )
         int8_bytes, recipe_steps = search.model, search.steps_text()
-        search_section = {"Recipe search (held-out calibration split)": search.section()}
+        search_section = {"Recipe search (calibration images, out of fold)": search.section()}
 
     float_runner, int8_runner = Runner(float_bytes), Runner(int8_bytes)
     with progress("evaluating", 2 * len(evalset)) as tick:

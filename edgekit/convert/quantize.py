@@ -24,8 +24,12 @@ VECTOR_SIZE = 4096  # activations with at most this many values per image are no
 # Candidate clips per feature map (fraction of values clipped at each end; 0 is min/max). Not tuned: a grid
 # spanning "nothing" to "one value in two thousand"; which one a tensor gets is decided by its own statistics.
 CLIP_TAILS = (0.0, 1e-5, 3e-5, 1e-4, 2e-4, 5e-4)
-# Share of the calibration pictures held out to choose the recipe (never used to fit ranges or weights).
-SELECT_FRACTION = 0.25
+# The calibration pictures are split in two folds (by picture); each fold's candidate is fitted on the other
+# fold, so every calibration image scores every candidate once, on a recipe it did not help fit.
+FOLDS = 2
+# A step is kept only when its paired per-image KL gain over the recipe kept so far is significant: one-sided
+# 5 % (normal approximation of the paired t-test). Not tuned: the textbook convention for "not noise".
+Z_GAIN = 1.645
 Progress = Callable[[int], None]
 
 
@@ -358,19 +362,64 @@ def chosen_ranges(
     return ranges
 
 
-def minmax_ranges(stats: dict[int, TensorStats]) -> dict[int, tuple[float, float]]:
-    """The textbook ranges (min and max over the calibration images) from the same statistics."""
-    return chosen_ranges(stats, (0.0,))
+def minmax_ranges(
+    stats: dict[int, TensorStats], shared: dict[int, int] | None = None
+) -> dict[int, tuple[float, float]]:
+    """The textbook ranges, exactly as the converter's calibration computes them, from the same statistics.
+
+    That is min and max over the calibration images, except for a tensor an elementwise op overwrote in place
+    (``shared``: tensor -> the op's output, see `inplace_inputs`): the converter's calibration reads it after
+    the op ran, so its range is the union of its own and the op's output's (on MobileNetV2, the last
+    convolution of every residual block gets the range of the block's sum).
+    """
+    ranges = chosen_ranges(stats, (0.0,))
+    for i, out in (shared or {}).items():
+        if i in ranges and out in ranges:
+            ranges[i] = (min(ranges[i][0], ranges[out][0]), max(ranges[i][1], ranges[out][1]))
+    return ranges
+
+
+INPLACE_OPS = frozenset({"ADD", "MUL"})
+
+
+def inplace_inputs(model: Any) -> dict[int, int]:
+    """Tensors that TFLite's elementwise ADD / MUL overwrite with their output (input -> output tensor).
+
+    An input can share the output's memory when that op is its only reader, it has the output's shape and it
+    is not a graph output; of two such inputs the first is shared.
+    """
+    from edgekit.model.tflite import BUILTIN_OPS
+
+    sub = model.subgraphs[0]
+    readers: dict[int, int] = {}
+    for op in sub.operators:
+        for i in op.inputs:
+            readers[int(i)] = readers.get(int(i), 0) + 1
+    outputs = {int(i) for i in sub.outputs}
+    shared = {}
+    for op in sub.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if builtin >= len(BUILTIN_OPS) or BUILTIN_OPS[builtin] not in INPLACE_OPS or len(op.outputs) != 1:
+            continue
+        out = int(op.outputs[0])
+        for i in (int(x) for x in op.inputs):
+            t = sub.tensors[i]
+            same_shape = t.shape is not None and list(t.shape) == list(sub.tensors[out].shape)
+            if readers.get(i) == 1 and i not in outputs and not _is_constant(model, t) and same_shape:
+                shared[i] = out
+                break
+    return shared
 
 
 def selection_split(
-    count: int, origins: Sequence[str] | None = None, fraction: float = SELECT_FRACTION
+    count: int, origins: Sequence[str] | None = None, fraction: float = 1 / FOLDS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the fit part and the held-out selection part of the calibration images.
+    """Indices of two disjoint parts of the calibration images (by default the search's two folds).
 
-    Images that share an origin (a photo and its augmented crops) stay on one side, so the selection part
+    Images that share an origin (a photo and its augmented crops) stay on one side, so the second part
     judges on pictures the ranges were not fitted to. Deterministic: every ``1 / fraction``-th origin in
-    sorted order is held out.
+    sorted order goes to the second part.
     """
     names = list(origins) if origins is not None and len(origins) == count else [str(i) for i in range(count)]
     distinct = sorted(set(names))
@@ -385,7 +434,7 @@ def selection_split(
 
 @dataclass(frozen=True)
 class Candidate:
-    """One recipe tried on the held-out calibration split."""
+    """One recipe tried, scored out of fold on the calibration images."""
 
     name: str
     steps: tuple[str, ...]  # of STEPS ("percentile" meaning the per-tensor range choice)
@@ -394,23 +443,39 @@ class Candidate:
     confident_agree: int
     mean_abs_dp: float
     kl: float  # mean KL divergence of the int8 outputs from the float ones (nats): the fine-grained score
-    model: bytes = field(repr=False)
-    scored: int = 0  # held-out images scored; fewer than all when it was stopped as certain to lose
+    each: np.ndarray = field(repr=False)  # KL per calibration image (NaN where not scored)
+    models: tuple[bytes, ...] = field(repr=False)  # one per fold, fitted without the images it scores
+    scored: int = 0  # images scored; fewer than all when it was stopped as certain to lose
     stopped: str = ""  # why it was stopped early
 
     def beats(self, other: Candidate, floor: Candidate) -> bool:
-        """Closer to the float model than ``other`` (lower mean KL), and not below ``floor``'s agreement counts.
+        """Significantly closer to the float model than ``other``, and not below ``floor``'s agreement counts.
 
-        The counts on a few dozen held-out images move by one on a single near-tie; the KL divergence over every
-        image and class is the steadier measure of "helps", the counts are the guarantee. A candidate stopped
-        early was certain to fail one of these on the images it was not run on.
+        "Significantly": the mean of the paired per-image KL gains over ``other`` is more than ``Z_GAIN``
+        standard errors above zero (one-sided 5 %). A lower mean alone is not enough: on a model whose
+        quantization error is already small, a gain of a few per cent of the KL is within what the choice of
+        pictures moves, and taking it traded one model's noise for a real loss on new pictures (issue 16's
+        Keras V3 models). The counts are the guarantee. A candidate stopped early was certain to fail one of
+        these on the images it was not run on.
         """
         return (
             not self.stopped
-            and self.kl < other.kl
+            and significant_gain(other.each, self.each)
             and self.agree >= floor.agree
             and self.confident_agree >= floor.confident_agree
         )
+
+
+def significant_gain(base: np.ndarray, tried: np.ndarray, z: float = Z_GAIN) -> bool:
+    """Whether per-image KL values ``tried`` are lower than ``base`` beyond noise (paired, one-sided).
+
+    The mean gain ``base - tried`` must exceed ``z`` standard errors; with no spread at all, any gain counts.
+    """
+    d = np.asarray(base, np.float64) - np.asarray(tried, np.float64)
+    if d.size < 2 or np.isnan(d).any():
+        return False
+    mean, spread = float(d.mean()), float(d.std(ddof=1))
+    return mean > 0 and (spread == 0 or mean > z * spread / np.sqrt(d.size))
 
 
 @dataclass(frozen=True)
@@ -430,8 +495,8 @@ class Search:
     chosen: Candidate
     textbook: Candidate
     trials: tuple[Trial, ...]
-    fit_images: int
-    select_images: int
+    images: int  # calibration images, each scored once per candidate (by the fold it was not fitted on)
+    folds: int
     model: bytes = field(repr=False)  # the chosen recipe rebuilt from every calibration image: the int8 model
 
     @property
@@ -439,36 +504,42 @@ class Search:
         return (self.textbook, *(t.tried for t in self.trials))
 
     def gains(self) -> dict[str, str]:
-        """Per step tried: kept or dropped, and what it changed on the held-out split over the recipe before it."""
+        """Per step tried: kept or dropped, and what it changed out of fold over the recipe before it."""
         out = {}
         for t in self.trials:
             label = "all steps together" if t.step == "together" else STEP_NAMES[t.step]
             if t.tried.stopped:
-                out[f"step: {label}"] = f"dropped: {t.tried.stopped} after {t.tried.scored} of {self.select_images}"
+                out[f"step: {label}"] = f"dropped: {t.tried.stopped} after {t.tried.scored} of {self.images}"
                 continue
+            gain = t.base.each - t.tried.each
+            z = gain.mean() / max(1e-30, gain.std(ddof=1) / np.sqrt(gain.size)) if gain.size > 1 else 0.0
             out[f"step: {label}"] = (
                 f"{'kept' if t.kept else 'dropped'}: {_signed(t.tried.agree - t.base.agree)} top-1, "
                 f"{_signed(t.tried.confident_agree - t.base.confident_agree)} confident "
-                f"of {self.select_images}, KL {t.base.kl:.5f} -> {t.tried.kl:.5f} (over {t.base.name})"
+                f"of {self.images}, KL {t.base.kl:.5f} -> {t.tried.kl:.5f} (gain {z:.1f} standard errors, "
+                f"{Z_GAIN:g} needed; over {t.base.name})"
             )
         return out
 
     def steps_text(self) -> list[str]:
         """The recipe as the report lists it."""
-        c, n = self.chosen, self.select_images
+        c, n = self.chosen, self.images
         if c is self.textbook:
-            return [f"textbook min/max calibration (no step beat it on {n} held-out calibration images)"]
+            return [f"textbook min/max calibration (no step beat it, out of fold, on {n} calibration images)"]
         names = [STEP_NAMES[s] for s in STEP_NAMES if s in c.steps]
         if "percentile" not in c.steps:
             names.append("min/max activation ranges")
         return [*names, "exact uint8 input"]
 
     def section(self) -> dict[str, str]:
-        """The report section: split sizes, each candidate's held-out score, each step's gain."""
-        rows = {"split": f"fit on {self.fit_images} calibration images, chosen on {self.select_images} held out"}
+        """The report section: the folds, each candidate's out-of-fold score, each step's gain."""
+        rows = {
+            "split": f"{self.images} calibration images in {self.folds} folds by picture; each candidate is "
+            "fitted on one fold and scored on the other, so every image scores it once"
+        }
         for c in self.candidates:
             mark = " (chosen)" if c is self.chosen else ""
-            seen = f"{c.scored} of {self.select_images}" if c.stopped else str(self.select_images)
+            seen = f"{c.scored} of {self.images}" if c.stopped else str(self.images)
             rows[f"candidate: {c.name}"] = (
                 f"top-1 {c.agree}/{seen}, confident {c.confident_agree}/{c.confident}, "
                 f"KL {c.kl:.5f}, mean |dp| {c.mean_abs_dp:.5f}{mark}"
@@ -485,36 +556,42 @@ def _signed(n: int) -> str:
 def _score(
     name: str,
     steps: tuple[str, ...],
-    model: bytes,
+    parts: Sequence[tuple[bytes, np.ndarray]],
     images: np.ndarray,
     reference: np.ndarray,
     against: tuple[Candidate, Candidate] | None = None,
     order: np.ndarray | None = None,
     chunk: int = 8,
-) -> tuple[Candidate, np.ndarray]:
-    """Score ``model`` on the held-out images; with ``against=(base, floor)``, stop once it cannot beat them.
+) -> Candidate:
+    """Score a candidate: each ``(model, indices)`` part runs ``model`` on ``images[indices]``.
 
-    A candidate must have a lower mean KL than ``base`` and at least ``floor``'s agreement counts. Each image's
+    With ``against=(base, floor)`` it stops once it cannot beat them. A candidate must gain significantly on
+    ``base``'s per-image KL (a positive mean gain at least) and keep ``floor``'s agreement counts. Each image's
     KL is >= 0 and each disagreement is final, so once the KL summed so far exceeds ``base``'s total, or the
     disagreements exceed ``floor``'s, the remaining images cannot change the verdict: stopping there gives the
     same choice as scoring every image, in less time. ``order`` runs the images the textbook found hardest first,
     where a losing candidate shows it soonest.
-
-    Returns:
-        The candidate, and each scored image's KL divergence (in ``order``).
     """
     from edgekit.convert.tfl import Runner
 
     n = len(images)
     order = np.arange(n) if order is None else order
+    owner = np.full(n, -1)
+    for k, (_, idx) in enumerate(parts):
+        owner[idx] = k
+    runners = [Runner(model) for model, _ in parts]
     confident = reference.max(axis=1) > 0.5
-    runner = Runner(model)
-    done: list[np.ndarray] = []
     probs = np.zeros(reference.shape, np.float32)
+    each = np.full(n, np.nan)
+    done: list[np.ndarray] = []
     stopped = ""
     for start in range(0, n, chunk):
         idx = order[start : start + chunk]
-        probs[idx] = runner(images[idx])
+        for k, runner in enumerate(runners):
+            mine = idx[owner[idx] == k]
+            if len(mine):
+                probs[mine] = runner(images[mine])
+        each[idx] = _kl_each(reference[idx], probs[idx])
         done.append(idx)
         if against is None or start + chunk >= n:
             continue
@@ -525,7 +602,7 @@ def _score(
             stopped = f"more disagreements than {floor.name}"
         elif (wrong & confident[seen]).sum() > floor.confident - floor.confident_agree:
             stopped = f"more confident disagreements than {floor.name}"
-        elif _kl_each(reference[seen], probs[seen]).sum() > base.kl * n * (1 + 1e-9):
+        elif each[seen].sum() > base.kl * n * (1 + 1e-9):
             stopped = f"KL already above {base.name}'s"
         if stopped:
             break
@@ -533,20 +610,19 @@ def _score(
     ref, got = reference[seen], probs[seen]
     same = got.argmax(axis=1) == ref.argmax(axis=1)
     conf = confident[seen]
-    each = _kl_each(ref, got)
-    candidate = Candidate(
+    return Candidate(
         name,
         steps,
         int(same.sum()),
         int(conf.sum()),
         int(same[conf].sum()),
         float(np.abs(got - ref).mean()),
-        float(each.mean()),
-        model,
+        float(each[seen].mean()),
+        each,
+        tuple(model for model, _ in parts),
         len(seen),
         stopped,
     )
-    return candidate, each
 
 
 def _kl_each(reference: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -570,19 +646,19 @@ def search_recipe(
     steps: frozenset[str] = STEPS,
     origins: Sequence[str] | None = None,
 ) -> Search:
-    """Choose this model's recipe on a held-out part of its calibration images; the textbook recipe always competes.
+    """Choose this model's recipe by cross-validation on its calibration images; the textbook recipe competes.
 
-    The images are split (by origin) into a fit part and a selection part. One converter call and one
-    interpreter pass over the fit part collect every activation's statistics; every candidate is then built
-    from them by editing the calibrated graph (ranges, equalized weights, corrected biases) and quantizing it,
-    with no further calibration. Once the recipe is chosen, a pass over the selection part adds its statistics
-    and the chosen recipe is rebuilt from all calibration images (``search.model``).
-    The first candidate is the textbook recipe (min/max of the fit part, which is
-    what the plain converter computes). Then, in ``ORDER``, each step of ``steps`` is tried on top of the recipe
-    kept so far and kept only if, on the selection part, its outputs are closer to the float model's (lower
-    mean KL divergence) and it agrees with the float model on at least as many images as the textbook recipe,
-    overall and where the float model is confident. So the chosen recipe is never worse than the textbook one on
-    that split, by construction.
+    The images are split (by origin) into two folds. One converter call and one interpreter pass per fold
+    collect every activation's statistics; every candidate is then built from them by editing the calibrated
+    graph (ranges, equalized weights, corrected biases) and quantizing it, once per fold, with no further
+    calibration. Each fold's build is scored on the other fold, with the device's kernels (see
+    ``tfl.interpreter``), so every calibration image scores every candidate once on a recipe it did not fit.
+    The first candidate is the textbook recipe (min/max, which is what the plain converter computes). Then, in
+    ``ORDER``, each step of ``steps`` is tried on top of the recipe kept so far and kept only if its per-image
+    KL divergence from the float model improves significantly on the recipe kept so far (``Candidate.beats``)
+    and it agrees with the float model on at least as many images as the textbook recipe, overall and where
+    the float model is confident. So the chosen recipe is never worse than the textbook one on the calibration
+    pictures, scored out of fold, by construction. Once chosen, the recipe is rebuilt from all images.
 
     Args:
         model: float Keras classifier taking normalised input (not modified).
@@ -590,37 +666,42 @@ def search_recipe(
         std: per-channel std, pixel units.
         images: (N, H, W, 3) uint8 calibration images.
         io: integer type of the model's input and output.
-        progress: called once per calibration image (fit part, then selection part).
+        progress: called once per calibration image (first fold, then second).
         steps: which of ``STEPS`` may be tried.
         origins: source of each image (augmented crops share their photo's), to split by picture.
 
     Returns:
-        The search; ``search.model`` is the int8 model (``search.chosen.model`` the one fitted without the
-        selection part, whose scores the search shows).
+        The search; ``search.model`` is the int8 model (``candidate.models`` the per-fold builds it scored).
     """
     import copy
 
     from edgekit.convert.biascorr import correct_biases, weight_ops
     from edgekit.convert.equalize import equalize, find_pairs
 
-    fit_idx, select_idx = selection_split(len(images), origins)
-    if not len(select_idx):  # a single source picture: hold out images, not pictures
-        fit_idx, select_idx = selection_split(len(images))
-    fit, select = images[fit_idx], images[select_idx]
+    one, two = selection_split(len(images), origins)
+    if not len(two):  # a single source picture: split images, not pictures
+        one, two = selection_split(len(images))
+    folds = (one, two)
     baked = bake_preprocess(model, mean, std)
     # The converter's own min/max are replaced below, so a few images are enough for its calibration pass.
-    calibrated = calibrate_only(baked, fit[:: max(1, len(fit) // 8)])
+    calibrated = calibrate_only(baked, images[one][:: max(1, len(one) // 8)])
     graph = _read(calibrated)
     sub = graph.subgraphs[0]
     pairs = find_pairs(graph) if "equalize" in steps else []
     channels = {t for p in pairs for t in p.tensors}
     if "bias" in steps:
         channels |= {int(sub.operators[k].inputs[0]) for k in weight_ops(graph)}
-    stats, _ = activation_stats(calibrated, fit, progress=progress, channels=frozenset(channels))
-    # The selection part's pass gives the float reference the candidates are scored against, and the statistics
-    # the chosen recipe is rebuilt with at the end.
-    select_stats, reference = activation_stats(calibrated, select, progress=progress, channels=frozenset(channels))
+    fold_stats = []
+    reference = np.zeros((0, 0), np.float32)
+    for k, idx in enumerate(folds):
+        # each pass also gives the float outputs its fold's images are scored against
+        stats, outputs = activation_stats(calibrated, images[idx], progress=progress, channels=frozenset(channels))
+        fold_stats.append(stats)
+        if not k:
+            reference = np.zeros((len(images), outputs.shape[1]), np.float32)
+        reference[idx] = outputs
     inputs = [int(i) for i in sub.inputs]
+    shared = inplace_inputs(graph)
 
     def quantized(kept: tuple[str, ...], stats: dict[int, TensorStats], pixels: np.ndarray) -> bytes:
         work, current = copy.deepcopy(graph), stats
@@ -630,21 +711,25 @@ def search_recipe(
             current = {i: s.scaled(applied[i]) if i in applied else s for i, s in stats.items()}
         if "bias" in kept:
             correct_biases(work, {i: s.channel_mean for i, s in current.items() if s.channel_mean is not None})
-        ranges = chosen_ranges(current) if "percentile" in kept else minmax_ranges(current)
+        ranges = chosen_ranges(current) if "percentile" in kept else minmax_ranges(current, shared)
         for i in inputs:
             # textbook: the pixels' min/max as the converter sees them; else exact 0..255 (uint8 in at scale 1)
             ranges[i] = (0.0, 255.0) if kept else (float(pixels.min()), float(pixels.max()))
         set_ranges(work, ranges)
         return quantize_calibrated(_write(work), io)
 
-    def build(kept: tuple[str, ...]) -> Candidate:
-        name = " + ".join(STEP_NAMES[s] for s in kept) or "textbook"
-        against = None if not kept else (best, textbook)
-        return _score(name, kept, quantized(kept, stats, fit), select, reference, against, hardest)[0]
+    def parts(kept: tuple[str, ...]) -> list[tuple[bytes, np.ndarray]]:
+        # fold k's build scores the other fold
+        return [(quantized(kept, fold_stats[k], images[folds[k]]), folds[1 - k]) for k in range(FOLDS)]
 
-    textbook, textbook_kl = _score("textbook", (), quantized((), stats, fit), select, reference)
+    textbook = _score("textbook", (), parts(()), images, reference)
+    hardest = np.argsort(-textbook.each, kind="stable")
     best = textbook
-    hardest = np.argsort(-textbook_kl, kind="stable")
+
+    def build(kept: tuple[str, ...]) -> Candidate:
+        name = " + ".join(STEP_NAMES[s] for s in kept)
+        return _score(name, kept, parts(kept), images, reference, (best, textbook), hardest)
+
     trials = []
     for step in ORDER:
         if step not in steps or (step == "equalize" and not pairs):
@@ -654,17 +739,17 @@ def search_recipe(
         trials.append(Trial(step, tried, best, keep))
         best = tried if keep else best
     together = tuple(s for s in ORDER if any(t.step == s for t in trials))
-    if len(together) > 1 and best.steps != together:
+    if len(together) > 1 and all(t.tried.steps != together for t in trials):
         # Steps interact (equalization changes which ranges fit, bias correction what equalization leaves):
         # one that did not help alone may help with the others, so all of them together is one more candidate.
         tried = build(together)
         keep = tried.beats(best, textbook)
         trials.append(Trial("together", tried, best, keep))
         best = tried if keep else best
-    logger.info("recipe chosen on %d held-out calibration images: %s", len(select), best.name)
+    logger.info("recipe chosen out of fold on %d calibration images: %s", len(images), best.name)
     # The recipe is chosen; its final ranges and weight statistics use every calibration image.
-    both = merge_stats(stats, select_stats)
-    return Search(best, textbook, tuple(trials), len(fit), len(select), quantized(best.steps, both, images))
+    both = merge_stats(fold_stats[0], fold_stats[1])
+    return Search(best, textbook, tuple(trials), len(images), FOLDS, quantized(best.steps, both, images))
 
 
 def quantize_classifier(
@@ -682,9 +767,9 @@ def quantize_classifier(
 
     The ``edgekit`` recipe is chosen per model by ``search_recipe``: starting from the textbook recipe, a
     per-tensor range choice (least quantization MSE over candidate clips), cross-layer equalization and bias
-    correction of the int8 weight rounding are each kept only when they help this model on held-out
-    calibration images; every non-textbook recipe pins the input range to 0..255 (uint8 pixels enter at scale
-    1, zero point 0).
+    correction of the int8 weight rounding are each kept only when they help this model significantly on
+    calibration images it was not fitted on (two folds); every non-textbook recipe pins the input range to
+    0..255 (uint8 pixels enter at scale 1, zero point 0).
 
     Args:
         model: float Keras classifier taking normalised input (not modified).
@@ -695,7 +780,7 @@ def quantize_classifier(
         recipe: ``edgekit`` or ``textbook`` (plain TFLiteConverter, the baseline).
         progress: called once per calibration image processed in the activation pass.
         steps: which of ``STEPS`` may be tried (all by default).
-        origins: source of each image, so that the held-out selection split never shares a picture with the fit.
+        origins: source of each image, so that the two folds never share a picture.
 
     Returns:
         (int8 model bytes, names of the steps applied). ``search_recipe`` gives the full search.

@@ -50,8 +50,9 @@ def test_report_counts_calibration_and_measures_fidelity(converted: tuple[Path, 
     assert report["ops"]["CONV_2D"] >= 30 and report["ops"]["DEPTHWISE_CONV_2D"] >= 15
     assert report["model"]["parameters"] > 300_000 and report["model"]["macs"] > 1_000_000
     assert report["timing"]["wall_s"] > 0 and report["timing"]["peak_rss_mb"] > 100
-    search = report["sections"]["Recipe search (held-out calibration split)"]
-    assert search["split"].startswith("fit on ") and search["candidate: textbook"].startswith("top-1 ")
+    search = report["sections"]["Recipe search (calibration images, out of fold)"]
+    assert search["split"].endswith("so every image scores it once")
+    assert search["candidate: textbook"].startswith("top-1 ")
     assert sum("(chosen)" in v for v in search.values()) == 1
     text = to_text(report)
     assert "95% CI" in text and "too few images to judge" in text  # a held-out split of a few photos

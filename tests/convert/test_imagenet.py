@@ -53,7 +53,7 @@ def test_imagenet_mobilenet_v2_keeps_its_predictions(tmp_path: Path, data_dir: P
     assert report["model"]["parameters"] == 3_504_872
     assert report["size"]["ratio"] <= 0.3
     # The recipe is what the per-model search chose (#16): the steps of the candidate marked chosen.
-    search = report["sections"]["Recipe search (held-out calibration split)"]
+    search = report["sections"]["Recipe search (calibration images, out of fold)"]
     chosen = [k.removeprefix("candidate: ") for k, v in search.items() if v.endswith("(chosen)")]
     listed = set(report["recipe"]) - {"min/max activation ranges", "exact uint8 input"}
     assert len(chosen) == 1

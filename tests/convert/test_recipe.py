@@ -169,46 +169,62 @@ def test_range_choice_clips_a_long_tail_but_not_a_flat_distribution() -> None:
     assert ranges[2][1] == pytest.approx(stats[2].high[-1])  # type: ignore[attr-defined]  # a vector keeps min/max
 
 
-def test_search_is_never_worse_than_textbook_on_its_held_out_split(mobilenet: object, photos: list) -> None:
+def test_search_is_never_worse_than_textbook_out_of_fold(mobilenet: object, photos: list) -> None:
     import cv2
 
-    from edgekit.convert.quantize import bake_preprocess, search_recipe, selection_split
+    from edgekit.convert.quantize import _kl_each, _score, bake_preprocess, search_recipe, selection_split
     from edgekit.convert.tfl import Runner
 
     pictures = [cv2.resize(cv2.imread(str(p))[:, :, ::-1], (64, 64), interpolation=cv2.INTER_AREA) for p in photos]
     flips = [p[:, ::-1] for p in pictures]
     images = np.ascontiguousarray(np.stack(pictures + flips))
     origins = [p.name for p in photos] * 2
-    fit, select = selection_split(len(images), origins)
-    assert len(select) >= 4 and not {origins[i] for i in fit} & {origins[i] for i in select}
+    one, two = selection_split(len(images), origins)
+    assert len(two) >= 8 and not {origins[i] for i in one} & {origins[i] for i in two}  # a photo and its flip
 
     search = search_recipe(mobilenet, (127.5,) * 3, (127.5,) * 3, images, origins=origins)
     textbook = search.textbook
     assert textbook.name == "textbook" and [t.step for t in search.trials][:3] == ["percentile", "equalize", "bias"]
+    assert textbook.scored == len(images) and not np.isnan(textbook.each).any()  # every image scores once
     assert search.chosen.agree >= textbook.agree and search.chosen.confident_agree >= textbook.confident_agree
     assert all(c.kl >= 0 for c in search.candidates)  # a divergence, not a clipped stand-in
     for trial in search.trials:  # each step is kept exactly when it beats the recipe kept before it
         assert trial.kept == trial.tried.beats(trial.base, textbook)
-    # a candidate stopped early would have lost had it been run on every held-out image
-    from edgekit.convert.quantize import _score
-
-    reference_select = np.asarray(
-        bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3)(images[select].astype(np.float32))
-    )
-    for trial in search.trials:
+    reference = np.asarray(bake_preprocess(mobilenet, (127.5,) * 3, (127.5,) * 3)(images.astype(np.float32)))
+    folds = [(textbook.models[0], two), (textbook.models[1], one)]  # fold k's build scores the other fold
+    for trial in search.trials:  # a candidate stopped early would have lost had it been run on every image
         if trial.tried.stopped:
-            assert trial.tried.scored < len(select)
-            full, _ = _score("full", trial.tried.steps, trial.tried.model, images[select], reference_select)
+            assert trial.tried.scored < len(images)
+            parts = list(zip(trial.tried.models, (two, one), strict=True))
+            full = _score("full", trial.tried.steps, parts, images, reference)
             assert not full.beats(trial.base, textbook)
     kept = [t.tried for t in search.trials if t.kept]
     assert search.chosen is (kept[-1] if kept else textbook)
-    # the scores are the chosen model's real agreement on the held-out pictures
-    probs = Runner(search.chosen.model)(images[select])
-    assert search.chosen.agree == int((probs.argmax(1) == reference_select.argmax(1)).sum())
+    # the scores are the fold models' real agreement and KL on the images they were not fitted on
+    probs = np.zeros_like(reference)
+    for model, idx in folds:
+        probs[idx] = Runner(model)(images[idx])
+    assert textbook.agree == int((probs.argmax(1) == reference.argmax(1)).sum())
+    np.testing.assert_allclose(textbook.each, _kl_each(reference, probs), rtol=1e-3, atol=1e-6)
     section = search.section()
-    assert section["split"] == f"fit on {len(fit)} calibration images, chosen on {len(select)} held out"
+    assert section["split"].startswith(f"{len(images)} calibration images in 2 folds by picture")
     assert sum("(chosen)" in v for v in section.values()) == 1
     assert any(v.startswith(("kept", "dropped")) for v in section.values())
+
+
+def test_a_step_is_kept_only_for_a_significant_paired_gain() -> None:
+    from edgekit.convert.quantize import significant_gain
+
+    rng = np.random.default_rng(5)
+    base = rng.gamma(1.0, 0.01, 200)
+    assert significant_gain(base, base * 0.9)  # 10 % better on every image
+    noise = base * np.exp(rng.normal(0, 0.5, 200))
+    assert not significant_gain(base, noise) and not significant_gain(noise, noise)  # noise, or no change
+    gain = rng.normal(0, 0.002, 200)
+    gain -= gain.mean()
+    gain[:3] += 0.004  # a clear gain on 3 images of 200, the rest moving both ways: could be those pictures
+    assert (base - gain).mean() < base.mean() and not significant_gain(base, base - gain)
+    assert not significant_gain(base[:1], base[:1] * 0.5)  # one image cannot show anything
 
 
 def test_statistics_of_two_image_sets_merge_into_those_of_both(calibrated: tuple[bytes, np.ndarray]) -> None:
@@ -249,9 +265,32 @@ def test_a_candidate_is_stopped_only_when_it_cannot_win(calibrated: tuple[bytes,
     graph = _read(model)
     set_ranges(graph, {i: (-0.01, 0.01) for i in stats})  # every activation clipped to nothing: a sure loser
     bad = quantize_calibrated(_write(graph))
-    base, _ = _score("textbook", (), good, pixels, reference)
-    stopped, _ = _score("bad", ("percentile",), bad, pixels, reference, (base, base), chunk=2)
-    full, _ = _score("bad", ("percentile",), bad, pixels, reference)
+    every = np.arange(len(pixels))
+    base = _score("textbook", (), [(good, every)], pixels, reference)
+    stopped = _score("bad", ("percentile",), [(bad, every)], pixels, reference, (base, base), chunk=2)
+    full = _score("bad", ("percentile",), [(bad, every)], pixels, reference)
     assert stopped.stopped and stopped.scored < len(pixels) and not full.beats(base, base)
-    same, _ = _score("same", (), good, pixels, reference, (base, base), chunk=2)  # ties are run to the end
+    same = _score("same", (), [(good, every)], pixels, reference, (base, base), chunk=2)  # ties run to the end
     assert not same.stopped and same.scored == len(pixels) and same.kl == pytest.approx(base.kl)
+
+
+def test_textbook_ranges_are_the_converters_own(calibrated: tuple[bytes, np.ndarray]) -> None:
+    from edgekit.convert.quantize import _read, activation_stats, inplace_inputs, minmax_ranges
+
+    model, pixels = calibrated  # calibrated by the converter on pixels[:4]
+    graph = _read(model)
+    stats = activation_stats(model, pixels[:4])[0]
+    shared = inplace_inputs(graph)
+    assert len(shared) >= 10  # the last convolution of every residual block, overwritten by the block's ADD
+    ranges = minmax_ranges(stats, shared)
+    tensors = graph.subgraphs[0].tensors
+    compared = 0
+    for i, (lo, hi) in ranges.items():
+        q = tensors[i].quantization
+        if q.min[0] <= 0:  # not the softmax output, whose range is fixed rather than calibrated
+            assert (lo, hi) == pytest.approx((float(q.min[0]), float(q.max[0])), rel=1e-5, abs=1e-6), i
+            compared += 1
+    assert compared == len(ranges) - 1
+    # without the in-place rule those tensors would get ranges narrower than the converter's
+    plain = minmax_ranges(stats)
+    assert all(plain[i][1] - plain[i][0] < ranges[i][1] - ranges[i][0] for i in shared)
