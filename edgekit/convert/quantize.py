@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -388,6 +389,7 @@ def inplace_inputs(model: Any) -> dict[int, int]:
     An input can share the output's memory when that op is its only reader, it has the output's shape and it
     is not a graph output; of two such inputs the first is shared.
     """
+    from edgekit.convert.equalize import opcode
     from edgekit.model.tflite import BUILTIN_OPS
 
     sub = model.subgraphs[0]
@@ -398,8 +400,7 @@ def inplace_inputs(model: Any) -> dict[int, int]:
     outputs = {int(i) for i in sub.outputs}
     shared = {}
     for op in sub.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        builtin = opcode(model, op)
         if builtin >= len(BUILTIN_OPS) or BUILTIN_OPS[builtin] not in INPLACE_OPS or len(op.outputs) != 1:
             continue
         out = int(op.outputs[0])
@@ -418,10 +419,13 @@ def selection_split(
     """Indices of two disjoint parts of the calibration images (by default the search's two folds).
 
     Images that share an origin (a photo and its augmented crops) stay on one side, so the second part
-    judges on pictures the ranges were not fitted to. Deterministic: every ``1 / fraction``-th origin in
-    sorted order goes to the second part.
+    judges on pictures the ranges were not fitted to. Frames of one video (origins ``clip.mp4#123``, as
+    `edgekit.convert.calibration` names them) are near-duplicates of their neighbours: each video counts as
+    two pictures, its earlier and its later half, which fall in different parts. Deterministic: every
+    ``1 / fraction``-th picture in sorted order goes to the second part.
     """
     names = list(origins) if origins is not None and len(origins) == count else [str(i) for i in range(count)]
+    names = _video_halves(names)
     distinct = sorted(set(names))
     every = max(2, round(1 / fraction))
     held = {o for k, o in enumerate(distinct) if k % every == every // 2}
@@ -430,6 +434,20 @@ def selection_split(
     select = np.array([i for i, o in enumerate(names) if o in held], dtype=int)
     fit = np.array([i for i, o in enumerate(names) if o not in held], dtype=int)
     return fit, select
+
+
+def _video_halves(origins: list[str]) -> list[str]:
+    """``origins`` with each video frame (``clip.mp4#123``) renamed to its video's earlier or later half."""
+    frames: dict[str, list[int]] = {}
+    parsed = [re.fullmatch(r"(.+)#(\d+)", o) for o in origins]
+    for m in parsed:
+        if m:
+            frames.setdefault(m[1], []).append(int(m[2]))
+    cut = {video: sorted(set(index))[len(set(index)) // 2] for video, index in frames.items()}
+    return [
+        o if m is None else f"{m[1]}#{'later' if int(m[2]) >= cut[m[1]] else 'earlier'}"
+        for o, m in zip(origins, parsed, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -471,11 +489,19 @@ def significant_gain(base: np.ndarray, tried: np.ndarray, z: float = Z_GAIN) -> 
 
     The mean gain ``base - tried`` must exceed ``z`` standard errors; with no spread at all, any gain counts.
     """
+    return gain_z(base, tried) > z
+
+
+def gain_z(base: np.ndarray, tried: np.ndarray) -> float:
+    """The mean paired gain ``base - tried`` in standard errors (inf for a gain with no spread; 0 when fewer
+    than two images, or an unscored one, leave nothing to judge)."""
     d = np.asarray(base, np.float64) - np.asarray(tried, np.float64)
     if d.size < 2 or np.isnan(d).any():
-        return False
-    mean, spread = float(d.mean()), float(d.std(ddof=1))
-    return mean > 0 and (spread == 0 or mean > z * spread / np.sqrt(d.size))
+        return 0.0
+    mean, error = float(d.mean()), float(d.std(ddof=1)) / np.sqrt(d.size)
+    if error == 0:
+        return float("inf") if mean > 0 else 0.0
+    return mean / error
 
 
 @dataclass(frozen=True)
@@ -511,8 +537,7 @@ class Search:
             if t.tried.stopped:
                 out[f"step: {label}"] = f"dropped: {t.tried.stopped} after {t.tried.scored} of {self.images}"
                 continue
-            gain = t.base.each - t.tried.each
-            z = gain.mean() / max(1e-30, gain.std(ddof=1) / np.sqrt(gain.size)) if gain.size > 1 else 0.0
+            z = gain_z(t.base.each, t.tried.each)
             out[f"step: {label}"] = (
                 f"{'kept' if t.kept else 'dropped'}: {_signed(t.tried.agree - t.base.agree)} top-1, "
                 f"{_signed(t.tried.confident_agree - t.base.confident_agree)} confident "

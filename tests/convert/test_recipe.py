@@ -294,3 +294,18 @@ def test_textbook_ranges_are_the_converters_own(calibrated: tuple[bytes, np.ndar
     # without the in-place rule those tensors would get ranges narrower than the converter's
     plain = minmax_ranges(stats)
     assert all(plain[i][1] - plain[i][0] < ranges[i][1] - ranges[i][0] for i in shared)
+
+
+def test_folds_never_split_neighbouring_video_frames() -> None:
+    from edgekit.convert.quantize import selection_split
+
+    # a video's frames as edgekit.convert.calibration names them (an augmented crop repeats its frame's origin),
+    # beside two photos
+    origins = [f"Megamind.avi#{i}" for i in range(0, 100, 5)] + ["Megamind.avi#50", "a.jpg", "b.jpg", "a.jpg"]
+    one, two = selection_split(len(origins), origins)
+    frames = [[int(origins[i].split("#")[1]) for i in part if "#" in origins[i]] for part in (one, two)]
+    assert frames[0] and frames[1]
+    early, late = sorted(frames, key=min)
+    assert max(early) < min(late)  # each fold holds one contiguous half of the clip, not every other frame
+    assert {origins[i] for i in one}.isdisjoint({origins[i] for i in two})
+    assert sorted([*one, *two]) == list(range(len(origins)))
